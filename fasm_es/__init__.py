@@ -1,0 +1,76 @@
+"""fasm-es: event-sourced Fallible Async State Machines.
+
+Declare a machine once (:class:`StateMachine`), submit inputs through
+:class:`Streams` on an :class:`EventStore` opened by URL (:func:`open_store`),
+and every accepted input becomes a durable :class:`Record` that folds back
+into the same state. The exceptions are drawn as a tree in :mod:`fasm_es.errors`.
+"""
+
+from fasm_es.actions import Action, Actions, Tracked, Untracked
+from fasm_es.clock import Clock, ManualClock, SystemClock
+from fasm_es.errors import (
+    ActionsFull,
+    CompletionNotOutstanding,
+    ConcurrencyConflict,
+    CorruptRecord,
+    DatabaseURLError,
+    DefinitionError,
+    FasmError,
+    InvalidInput,
+    MachineError,
+    RecordDecodeError,
+    Rejection,
+    ReplayDivergence,
+    StoreError,
+    UnknownRecordType,
+)
+from fasm_es.fold import StreamState, apply_record, fold, restore_actions
+from fasm_es.inputs import ActionId, Completed, Input, Metadata, Normal
+from fasm_es.machine import NoTracked, StateMachine
+from fasm_es.record import Codec, EncodedRecord, RawRecord, Record
+from fasm_es.store import EventStore, open_store
+from fasm_es.streams import Streams
+
+__all__ = [
+    "Action",
+    "ActionId",
+    "Actions",
+    "ActionsFull",
+    "Clock",
+    "Codec",
+    "Completed",
+    "CompletionNotOutstanding",
+    "ConcurrencyConflict",
+    "CorruptRecord",
+    "DatabaseURLError",
+    "DefinitionError",
+    "EncodedRecord",
+    "EventStore",
+    "FasmError",
+    "Input",
+    "InvalidInput",
+    "MachineError",
+    "ManualClock",
+    "Metadata",
+    "NoTracked",
+    "Normal",
+    "RawRecord",
+    "Record",
+    "RecordDecodeError",
+    "Rejection",
+    "ReplayDivergence",
+    "StateMachine",
+    "StoreError",
+    "StreamState",
+    "Streams",
+    "SystemClock",
+    "Tracked",
+    "UnknownRecordType",
+    "Untracked",
+    "apply_record",
+    "fold",
+    "open_store",
+    "restore_actions",
+]
+
+__version__ = "0.1.0"

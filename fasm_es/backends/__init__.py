@@ -1,0 +1,1 @@
+"""Storage backends, one module each, all on the ``eventsourcing`` library's recorders."""

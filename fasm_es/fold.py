@@ -1,0 +1,149 @@
+"""The pure fold: a stream's state from its initial state and its records.
+
+Nothing here touches storage: records come in, a :class:`StreamState` comes
+out. The engine, the replay checker and the simulator all fold through
+:func:`apply_record`, so "replay equals live" compares one code path with itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from fasm_es.actions import Actions, Tracked, Untracked
+from fasm_es.errors import CompletionNotOutstanding, Rejection, ReplayDivergence
+from fasm_es.inputs import ActionId, Completed
+from fasm_es.machine import StateMachine, drive
+from fasm_es.record import GENESIS, Record
+
+S = TypeVar("S")
+A = TypeVar("A")
+
+
+@dataclass(slots=True)
+class StreamState(Generic[S, A]):
+    """Everything the log says about one stream after its ``version``-th record.
+
+    ``outstanding`` maps each tracked action id the log shows as emitted and
+    not yet completed to its action; ``completed`` holds the ids completed so
+    far, so a second completion for one of them is recognised as a duplicate.
+    """
+
+    stream: str
+    state: S
+    version: int = 0
+    last_hash: str = GENESIS
+    outstanding: dict[ActionId, A] = field(default_factory=dict)
+    completed: set[ActionId] = field(default_factory=set)
+
+    def check_completion(self, action_id: ActionId) -> None:
+        """Raise :class:`CompletionNotOutstanding` unless ``action_id`` is outstanding."""
+        if action_id not in self.outstanding:
+            reason = "completed" if action_id in self.completed else "unknown"
+            raise CompletionNotOutstanding(self.stream, action_id, reason)
+
+    def record_outcome(
+        self,
+        completed_id: ActionId | None,
+        actions: Iterable[Tracked[A] | Untracked[Any]],
+        version: int,
+        hash_: str,
+    ) -> None:
+        """Advance past an accepted record: its completion and the actions it emitted."""
+        if completed_id is not None:
+            self.outstanding.pop(completed_id, None)
+            self.completed.add(completed_id)
+        for action in actions:
+            if isinstance(action, Tracked):
+                self.outstanding[action.id] = action.action
+        self.version = version
+        self.last_hash = hash_
+
+
+def initial(machine: StateMachine[S, Any, A, Any, Any], stream: str) -> StreamState[S, A]:
+    """The stream state before any record."""
+    return StreamState(stream, machine.initial_state())
+
+
+def apply_record(
+    machine: StateMachine[S, Any, A, Any, Any],
+    current: StreamState[S, A],
+    record: Record[Any, A, Any, Any],
+    actions: Actions[A, Any],
+    *,
+    check_actions: bool = False,
+) -> None:
+    """Fold one recorded input into ``current`` (in place).
+
+    The recorded input was accepted when it was appended, so the STF must
+    accept it again; if it rejects or raises, or (with ``check_actions``)
+    emits different actions than recorded, :class:`ReplayDivergence` names
+    the stream, version and first difference.
+    """
+    if record.version != current.version + 1:
+        raise ReplayDivergence(
+            record.stream,
+            record.version,
+            f"expected version {current.version + 1} next; the log has a gap or is out of order",
+        )
+    inp = record.input
+    completed_id = inp.id if isinstance(inp, Completed) else None
+    actions.clear()
+    try:
+        drive(machine.stf(current.state, inp, actions), machine.name, "stf")
+    except Rejection as exc:
+        raise ReplayDivergence(
+            record.stream,
+            record.version,
+            f"the recorded input was accepted but the STF now rejects it: {exc!r}",
+        ) from exc
+    if check_actions:
+        emitted = actions.to_tuple()
+        if emitted != record.actions:
+            raise ReplayDivergence(
+                record.stream, record.version, first_action_difference(record.actions, emitted)
+            )
+    current.record_outcome(completed_id, record.actions, record.version, record.hash)
+
+
+def first_action_difference(recorded: tuple[Any, ...], emitted: tuple[Any, ...]) -> str:
+    """Describe where two action sequences first differ."""
+    for index, (was, now) in enumerate(zip(recorded, emitted, strict=False)):
+        if was != now:
+            return f"action #{index} was recorded as {was!r} but the STF now emits {now!r}"
+    return (
+        f"the STF now emits {len(emitted)} actions where {len(recorded)} were recorded "
+        f"(recorded {recorded!r}, now {emitted!r})"
+    )
+
+
+def fold(
+    machine: StateMachine[S, Any, A, Any, Any],
+    stream: str,
+    records: Iterable[Record[Any, A, Any, Any]],
+    start: StreamState[S, A] | None = None,
+    *,
+    check_actions: bool = False,
+) -> StreamState[S, A]:
+    """Fold ``records`` (in version order) onto ``start`` or the initial state."""
+    current = start if start is not None else initial(machine, stream)
+    actions = machine.new_actions()
+    for record in records:
+        apply_record(machine, current, record, actions, check_actions=check_actions)
+    return current
+
+
+def restore_actions(
+    machine: StateMachine[S, Any, A, Any, Any], current: StreamState[S, A]
+) -> tuple[Tracked[A] | Untracked[Any], ...]:
+    """The actions to re-issue for a stream after a crash.
+
+    The machine's ``restore`` if it defines one, else the default: the
+    outstanding tracked actions, in the order they were emitted.
+    """
+    if not machine.has_restore:
+        return tuple(Tracked(i, a) for i, a in current.outstanding.items())
+    actions = machine.new_actions()
+    drive(machine.restore(current.state, actions), machine.name, "restore")
+    return actions.to_tuple()

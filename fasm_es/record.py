@@ -1,0 +1,243 @@
+"""Records: one per accepted input, and their stored JSON encoding.
+
+A stored record is a row of the event store: stream id, version, global
+position, a type tag and a JSON body. The body holds the input, the actions
+its STF call emitted, the input's metadata, and a chain hash::
+
+    {"input": {...}, "actions": [{"id": 1, "action": {...}}, {"action": {...}}],
+     "meta": {"accepted_at": "..."}, "hash": "<64 hex>"}
+
+A completion stores ``"id"`` and ``"result"`` in place of ``"input"``. Tracked
+actions are the entries with an ``"id"``. The type tag is the input model's
+class name, ``"Normal"`` for a non-model input value, or ``"Completed"``.
+Decoding goes only through the machine's declared types: a tag is looked up
+in the declaration, never imported.
+
+The chain hash of version ``n`` covers the previous record's hash, the
+stream, the version, the tag and the body bytes before the hash, so editing,
+deleting, inserting or reordering stored records breaks the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+from pydantic_core import PydanticSerializationError
+
+from fasm_es.actions import Tracked, Untracked
+from fasm_es.errors import CorruptRecord, InvalidInput, MachineError, UnknownRecordType
+from fasm_es.inputs import ActionId, Completed, Input, Metadata, Normal
+from fasm_es.machine import MachineTypes
+
+I = TypeVar("I")  # noqa: E741
+A = TypeVar("A")
+R = TypeVar("R")
+U = TypeVar("U")
+
+GENESIS = ""
+"""The chain hash "before" a stream's first record."""
+
+COMPLETED_TAG = "Completed"
+_HASH_SUFFIX_LEN = len(',"hash":"') + 64 + len('"}')
+_ID_ADAPTER: TypeAdapter[ActionId] = TypeAdapter(ActionId)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A record as stored: the body is the encoded JSON, not yet decoded."""
+
+    stream: str
+    version: int
+    position: int
+    tag: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Record(Generic[I, A, R, U]):
+    """A decoded record: one accepted input and the actions it emitted."""
+
+    stream: str
+    version: int
+    position: int
+    tag: str
+    input: Normal[I] | Completed[R]
+    actions: tuple[Tracked[A] | Untracked[U], ...]
+    hash: str
+
+    @property
+    def meta(self) -> Metadata:
+        """The metadata recorded with the input."""
+        return self.input.meta
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRecord:
+    """A record ready to append: its tag, body bytes (hash included) and hash."""
+
+    stream: str
+    version: int
+    tag: str
+    body: bytes
+    hash: str
+
+
+def chain_hash(prev: str, stream: str, version: int, tag: str, content: bytes) -> str:
+    """The hash of a record given its predecessor's hash (``GENESIS`` for the first)."""
+    h = hashlib.sha256()
+    h.update(f"{prev}\x00{stream}\x00{version}\x00{tag}\x00".encode())
+    h.update(content)
+    return h.hexdigest()
+
+
+def split_hash(body: bytes) -> tuple[bytes, str] | None:
+    """Split a stored body into (content hashed, stored hash); None if malformed."""
+    if len(body) <= _HASH_SUFFIX_LEN or not body.endswith(b'"}'):
+        return None
+    suffix = body[-_HASH_SUFFIX_LEN:]
+    if not suffix.startswith(b',"hash":"'):
+        return None
+    return body[:-_HASH_SUFFIX_LEN] + b"}", suffix[9:-2].decode("ascii", "replace")
+
+
+def _action_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "t" if "id" in value else "u"
+    return "t" if isinstance(value, Tracked) else "u"
+
+
+def _metadata_json(meta: Metadata) -> bytes:
+    return meta.model_dump_json(exclude_none=True).encode()
+
+
+class Codec(Generic[I, A, R, U]):
+    """Encodes and decodes one machine's records through its declared types."""
+
+    def __init__(self, types: MachineTypes) -> None:
+        self.types = types
+        action_item = Annotated[
+            Union[  # noqa: UP007
+                Annotated[Tracked[types.tracked_action], Tag("t")],  # type: ignore[name-defined]
+                Annotated[Untracked[types.untracked_action], Tag("u")],  # type: ignore[name-defined]
+            ],
+            Discriminator(_action_kind),
+        ]
+        self._actions_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[action_item])  # type: ignore[valid-type]
+        self._input_adapter: TypeAdapter[Any] = TypeAdapter(types.input)
+        self._result_adapter: TypeAdapter[Any] = TypeAdapter(types.tracked_result)
+        self._value_adapters: dict[str, TypeAdapter[Any]] = {
+            tag: TypeAdapter(tp) for tag, tp in types.input_tags.items()
+        }
+        config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+        self._bodies: dict[str, type[BaseModel]] = {
+            tag: create_model(
+                f"{types.machine}{tag}Body",
+                __config__=config,
+                input=(tp, ...),
+                actions=(list[action_item], ...),  # type: ignore[valid-type]
+                meta=(Metadata, ...),
+                hash=(str, ...),
+            )
+            for tag, tp in types.input_tags.items()
+        }
+        self._bodies[COMPLETED_TAG] = create_model(
+            f"{types.machine}CompletedBody",
+            __config__=config,
+            id=(ActionId, ...),
+            result=(types.tracked_result, ...),
+            actions=(list[action_item], ...),  # type: ignore[valid-type]
+            meta=(Metadata, ...),
+            hash=(str, ...),
+        )
+
+    # -- validation at the edge ---------------------------------------------------
+
+    def validate_input(self, value: object) -> I:
+        """Validate a submitted input value against the declared input type."""
+        return self._validate(self._input_adapter, value, "input")  # type: ignore[no-any-return]
+
+    def validate_result(self, value: object) -> R:
+        """Validate a tracked action's result against the declared result type."""
+        return self._validate(self._result_adapter, value, "tracked result")  # type: ignore[no-any-return]
+
+    def _validate(self, adapter: TypeAdapter[Any], value: object, what: str) -> Any:
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"machine {self.types.machine}: invalid {what}: {exc}",
+                [dict(e) for e in exc.errors(include_url=False)],
+            ) from exc
+
+    # -- encoding -------------------------------------------------------------------
+
+    def encode(
+        self,
+        stream: str,
+        version: int,
+        prev_hash: str,
+        input: Input[I, R],
+        actions: tuple[Tracked[A] | Untracked[U], ...] | list[Tracked[A] | Untracked[U]],
+    ) -> EncodedRecord:
+        """Encode a record for appending as ``version`` of ``stream``."""
+        try:
+            actions_json = self._actions_adapter.dump_json(list(actions), warnings="error")
+        except (PydanticSerializationError, ValueError) as exc:
+            raise MachineError(
+                f"machine {self.types.machine}: stream {stream!r}: the STF emitted an action "
+                f"that is not of a declared action type: {exc}"
+            ) from exc
+        meta_json = _metadata_json(input.meta)
+        if isinstance(input, Normal):
+            tag = self.types.tag_of(input.value)
+            value_json = self._value_adapters[tag].dump_json(input.value)
+            content = b'{"input":%s,"actions":%s,"meta":%s}' % (value_json, actions_json, meta_json)
+        else:
+            tag = COMPLETED_TAG
+            id_json = _ID_ADAPTER.dump_json(input.id)
+            result_json = self._result_adapter.dump_json(input.result)
+            content = b'{"id":%s,"result":%s,"actions":%s,"meta":%s}' % (
+                id_json,
+                result_json,
+                actions_json,
+                meta_json,
+            )
+        digest = chain_hash(prev_hash, stream, version, tag, content)
+        body = content[:-1] + b',"hash":"' + digest.encode() + b'"}'
+        return EncodedRecord(stream, version, tag, body, digest)
+
+    # -- decoding -------------------------------------------------------------------
+
+    def decode(self, raw: RawRecord) -> Record[I, A, R, U]:
+        """Decode a stored record; raises a :class:`RecordDecodeError` subclass if it cannot."""
+        body_model = self._bodies.get(raw.tag)
+        if body_model is None:
+            raise UnknownRecordType(raw.stream, raw.version, raw.tag, self.types.machine)
+        try:
+            body: Any = body_model.model_validate_json(raw.body)
+        except ValidationError as exc:
+            raise CorruptRecord(
+                raw.stream,
+                raw.version,
+                f"body of record type {raw.tag!r} does not match machine "
+                f"{self.types.machine}'s declaration: {exc}",
+            ) from exc
+        inp: Normal[I] | Completed[R]
+        if raw.tag == COMPLETED_TAG:
+            inp = Completed(body.id, body.result, body.meta)
+        else:
+            inp = Normal(body.input, body.meta)
+        return Record(
+            raw.stream, raw.version, raw.position, raw.tag, inp, tuple(body.actions), body.hash
+        )

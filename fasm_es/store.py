@@ -1,0 +1,188 @@
+"""The event store: durable, ordered records, chosen by one URL.
+
+The store knows nothing of machines: it appends and reads
+:class:`~fasm_es.record.RawRecord` rows. Each backend sits on one of the
+``eventsourcing`` library's recorders:
+
+============================  =====================================================
+URL                           backend
+============================  =====================================================
+``memory://``                 in-process (POPO recorder); gone when the process ends
+``sqlite:///relative.db``     SQLite file (the embedded default), WAL mode
+``sqlite:////abs/path.db``    the same, absolute path
+``postgresql://u:p@h:5432/d`` PostgreSQL via psycopg 3, for more than one machine
+============================  =====================================================
+
+:func:`open_store` with no URL reads ``FASM_ES_DATABASE_URL``, and falls back to
+``sqlite:///fasm_es.db``.
+
+Appends are atomic per call and use optimistic concurrency: a record's
+version must be the stream's next one, and if another writer took it first the
+whole call stores nothing and raises :class:`~fasm_es.errors.ConcurrencyConflict`.
+Reads stream in pages, so memory stays flat however long a stream or the log is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Protocol, Self
+from urllib.parse import urlsplit
+
+from fasm_es.errors import DatabaseURLError
+from fasm_es.record import EncodedRecord, RawRecord
+
+URL_ENV = "FASM_ES_DATABASE_URL"
+DEFAULT_URL = "sqlite:///fasm_es.db"
+DEFAULT_PAGE_SIZE = 2000
+
+
+class Backend(Protocol):
+    """What a storage backend provides; each wraps an ``eventsourcing`` recorder."""
+
+    def insert(self, records: Sequence[EncodedRecord]) -> list[int]:
+        """Append atomically; return global positions; raise ConcurrencyConflict."""
+        ...
+
+    def select_stream(
+        self, stream: str, gt: int, lte: int | None, limit: int
+    ) -> list[RawRecord]:
+        """Records of ``stream`` with ``gt < version <= lte``, in version order."""
+        ...
+
+    def select_log(self, gt: int, lte: int | None, limit: int) -> list[RawRecord]:
+        """Records with ``gt < position <= lte``, in position order."""
+        ...
+
+    def last_version(self, stream: str) -> int:
+        """The stream's highest version (0 if it has none)."""
+        ...
+
+    def last_position(self) -> int:
+        """The highest global position (0 if the log is empty)."""
+        ...
+
+    def select_streams(self, gt: str, limit: int) -> list[str]:
+        """Stream ids greater than ``gt``, in order."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class EventStore:
+    """Appends and reads records on one backend. Use :func:`open_store` to get one."""
+
+    def __init__(self, backend: Backend, url: str) -> None:
+        self.backend = backend
+        self.url = url
+
+    def append(self, records: Sequence[EncodedRecord]) -> list[int]:
+        """Append ``records`` in one transaction and return their global positions.
+
+        Each record's version must be its stream's next version (records of one
+        stream in one call must be consecutive). Raises
+        :class:`~fasm_es.errors.ConcurrencyConflict` and stores nothing if any
+        version is already taken.
+        """
+        if not records:
+            return []
+        return self.backend.insert(records)
+
+    def read_stream(
+        self,
+        stream: str,
+        *,
+        after: int = 0,
+        upto: int | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> Iterator[RawRecord]:
+        """Yield ``stream``'s records with ``after < version <= upto``, a page at a time."""
+        while True:
+            page = self.backend.select_stream(stream, after, upto, page_size)
+            yield from page
+            if len(page) < page_size:
+                return
+            after = page[-1].version
+
+    def read_log(
+        self,
+        *,
+        after: int = 0,
+        upto: int | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> Iterator[RawRecord]:
+        """Yield every record with ``after < position <= upto`` in global order, paged."""
+        while True:
+            page = self.backend.select_log(after, upto, page_size)
+            yield from page
+            if len(page) < page_size:
+                return
+            after = page[-1].position
+
+    def last_version(self, stream: str) -> int:
+        """The stream's highest version; 0 for a stream with no records."""
+        return self.backend.last_version(stream)
+
+    def last_position(self) -> int:
+        """The global position of the newest record; 0 for an empty log."""
+        return self.backend.last_position()
+
+    def streams(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[str]:
+        """Yield every stream id, in order, paged."""
+        after = ""
+        while True:
+            page = self.backend.select_streams(after, page_size)
+            yield from page
+            if len(page) < page_size:
+                return
+            after = page[-1]
+
+    def close(self) -> None:
+        """Close the backend's connections."""
+        self.backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EventStore({redact(self.url)!r})"
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def open_store(url: str | None = None) -> EventStore:
+    """Open the event store named by ``url``, ``$FASM_ES_DATABASE_URL`` or the default.
+
+    Raises :class:`~fasm_es.errors.DatabaseURLError` naming the URL and the fix
+    when it is malformed, unsupported or cannot be opened.
+    """
+    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "memory":
+        from fasm_es.backends.memory import MemoryBackend
+
+        return EventStore(MemoryBackend(), url)
+    if scheme == "sqlite":
+        from fasm_es.backends.sqlite import SQLiteBackend, sqlite_path
+
+        return EventStore(SQLiteBackend(sqlite_path(url)), url)
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        from fasm_es.backends.postgres import PostgresBackend
+
+        return EventStore(PostgresBackend(url), url)
+    raise DatabaseURLError(
+        f"unsupported database URL {redact(url)!r}: use memory://, sqlite:///path/to/file.db "
+        f"or postgresql://user:password@host:port/database (or set {URL_ENV})"
+    )

@@ -1,0 +1,231 @@
+"""Submitting inputs to a machine's streams in one store: the synchronous core path.
+
+:class:`Streams` loads a stream's state (cached, else folded from the log),
+runs the STF, and on success appends one record and returns it. On rejection
+nothing is appended and the cached state is dropped, so the state it holds is
+always the fold of the log (DESIGN guarantee 2), even when the STF mutated
+state before raising. The runtime engine builds on this path.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
+
+from fasm_es.actions import Tracked, Untracked
+from fasm_es.clock import Clock, SystemClock
+from fasm_es.errors import ConcurrencyConflict
+from fasm_es.fold import StreamState, apply_record, fold, initial, restore_actions
+from fasm_es.inputs import ActionId, Completed, Input, Metadata, Normal
+from fasm_es.machine import StateMachine, drive
+from fasm_es.record import Codec, Record
+from fasm_es.store import EventStore
+
+S = TypeVar("S")
+I = TypeVar("I")  # noqa: E741
+A = TypeVar("A")
+R = TypeVar("R")
+U = TypeVar("U")
+
+
+class Streams(Generic[S, I, A, R, U]):
+    """The streams of one machine in one event store.
+
+    ``cache_size`` bounds how many stream states are kept in memory (least
+    recently used are dropped and refolded on next use). ``conflict_retries``
+    bounds how often a submit reloads and re-runs the STF after another writer
+    appended to the same stream first. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        machine: StateMachine[S, I, A, R, U],
+        store: EventStore,
+        *,
+        clock: Clock | None = None,
+        cache_size: int = 10_000,
+        conflict_retries: int = 5,
+    ) -> None:
+        self.machine = machine
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.codec: Codec[I, A, R, U] = Codec(machine.types)
+        self.cache_size = cache_size
+        self.conflict_retries = conflict_retries
+        self._cache: OrderedDict[str, StreamState[S, A]] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def records(
+        self, stream: str, *, after: int = 0, upto: int | None = None
+    ) -> Iterator[Record[I, A, R, U]]:
+        """Yield ``stream``'s decoded records with ``after < version <= upto``."""
+        for raw in self.store.read_stream(stream, after=after, upto=upto):
+            yield self.codec.decode(raw)
+
+    def load(self, stream: str, *, at: int | None = None) -> StreamState[S, A]:
+        """Fold ``stream`` from its log (up to version ``at``); a fresh object, not cached."""
+        return fold(self.machine, stream, self.records(stream, upto=at))
+
+    def state(self, stream: str, *, at: int | None = None) -> S:
+        """A copy of ``stream``'s state now, or after version ``at`` (time travel)."""
+        if at is not None:
+            return self.load(stream, at=at).state
+        with self._lock:
+            return copy.deepcopy(self._current(stream).state)
+
+    def version(self, stream: str) -> int:
+        """The stream's current version (0 when it has no records)."""
+        with self._lock:
+            return self._current(stream).version
+
+    def outstanding(self, stream: str) -> dict[ActionId, A]:
+        """Tracked actions the log shows as emitted and not completed, by id."""
+        with self._lock:
+            return dict(self._current(stream).outstanding)
+
+    def restore(self, stream: str) -> tuple[Tracked[A] | Untracked[U], ...]:
+        """The actions the machine's ``restore`` (or the default) re-issues for ``stream``."""
+        with self._lock:
+            return restore_actions(self.machine, self._current(stream))
+
+    def _current(self, stream: str) -> StreamState[S, A]:
+        cached = self._cache.get(stream)
+        if cached is None:
+            cached = self.load(stream)
+            self._cache[stream] = cached
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(stream)
+        return cached
+
+    def forget(self, stream: str | None = None) -> None:
+        """Drop the cached state of ``stream`` (or of every stream)."""
+        with self._lock:
+            if stream is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(stream, None)
+
+    # -- writing ---------------------------------------------------------------------
+
+    def meta(
+        self,
+        *,
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Metadata:
+        """Metadata stamped now by this instance's clock."""
+        return Metadata(
+            accepted_at=self.clock.now(),
+            actor=actor,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            idempotency_key=idempotency_key,
+        )
+
+    def submit(
+        self,
+        stream: str,
+        value: I | Any,
+        *,
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Record[I, A, R, U]:
+        """Submit a normal input; return its record once committed.
+
+        ``value`` is validated against the declared input type first (a dict
+        or JSON-able value is parsed into it); an invalid one raises
+        :class:`~fasm_es.errors.InvalidInput` naming the field, before the STF
+        runs. A :class:`~fasm_es.errors.Rejection` from the STF propagates and
+        nothing is appended.
+        """
+        validated = self.codec.validate_input(value)
+        meta = self.meta(
+            actor=actor,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            idempotency_key=idempotency_key,
+        )
+        return self.apply(stream, Normal(validated, meta))
+
+    def complete(
+        self,
+        stream: str,
+        action_id: ActionId,
+        result: R | Any,
+        *,
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Record[I, A, R, U]:
+        """Submit the result of tracked action ``action_id``; return its record.
+
+        Raises :class:`~fasm_es.errors.CompletionNotOutstanding` (and appends
+        nothing, without running the STF) when the id is not outstanding.
+        """
+        validated = self.codec.validate_result(result)
+        meta = self.meta(
+            actor=actor,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            idempotency_key=idempotency_key,
+        )
+        return self.apply(stream, Completed(action_id, validated, meta))
+
+    def apply(self, stream: str, inp: Input[I, R]) -> Record[I, A, R, U]:
+        """Run the STF on ``inp`` and append the record; the core of submit and complete."""
+        if not isinstance(stream, str) or not stream:
+            raise ValueError(f"a stream id must be a non-empty string, got {stream!r}")
+        with self._lock:
+            attempt = 0
+            while True:
+                try:
+                    return self._apply_once(stream, inp)
+                except ConcurrencyConflict:
+                    attempt += 1
+                    if attempt > self.conflict_retries:
+                        raise
+
+    def _apply_once(self, stream: str, inp: Input[I, R]) -> Record[I, A, R, U]:
+        current = self._current(stream)
+        if isinstance(inp, Completed):
+            current.check_completion(inp.id)
+        actions = self.machine.new_actions()
+        try:
+            drive(self.machine.stf(current.state, inp, actions), self.machine.name, "stf")
+            emitted = actions.to_tuple()
+            version = current.version + 1
+            encoded = self.codec.encode(stream, version, current.last_hash, inp, emitted)
+            (position,) = self.store.append([encoded])
+        except BaseException:
+            # The STF may have mutated the cached state before failing, and a
+            # failed append means the log did not change: drop the cache so the
+            # next use refolds the log.
+            self._cache.pop(stream, None)
+            raise
+        completed_id = inp.id if isinstance(inp, Completed) else None
+        current.record_outcome(completed_id, emitted, version, encoded.hash)
+        return Record(stream, version, position, encoded.tag, inp, emitted, encoded.hash)
+
+    def verify_replay(self, stream: str) -> StreamState[S, A]:
+        """Refold ``stream`` from scratch, checking each record re-emits its recorded actions.
+
+        Raises :class:`~fasm_es.errors.ReplayDivergence` at the first record
+        that differs; returns the folded state otherwise.
+        """
+        current = initial(self.machine, stream)
+        actions = self.machine.new_actions()
+        for record in self.records(stream):
+            apply_record(self.machine, current, record, actions, check_actions=True)
+        return current
