@@ -7,6 +7,7 @@ into the same state. The exceptions are drawn as a tree in :mod:`fasm_es.errors`
 """
 
 from fasm_es.actions import Action, Actions, Tracked, Untracked
+from fasm_es.audit import ChainBreak, Head, VerifyReport, verify
 from fasm_es.clock import Clock, ManualClock, SystemClock
 from fasm_es.errors import (
     ActionsFull,
@@ -22,20 +23,23 @@ from fasm_es.errors import (
     Rejection,
     ReplayDivergence,
     StoreError,
+    StoreUnavailable,
     UnknownRecordType,
 )
 from fasm_es.fold import StreamState, apply_record, fold, restore_actions
 from fasm_es.inputs import ActionId, Completed, Input, Metadata, Normal
 from fasm_es.machine import NoTracked, StateMachine
 from fasm_es.record import Codec, EncodedRecord, RawRecord, Record
+from fasm_es.schema import upcaster
 from fasm_es.store import EventStore, open_store
-from fasm_es.streams import Streams
+from fasm_es.streams import SnapshotWarning, Staged, Streams
 
 __all__ = [
     "Action",
     "ActionId",
     "Actions",
     "ActionsFull",
+    "ChainBreak",
     "Clock",
     "Codec",
     "Completed",
@@ -47,6 +51,7 @@ __all__ = [
     "EncodedRecord",
     "EventStore",
     "FasmError",
+    "Head",
     "Input",
     "InvalidInput",
     "MachineError",
@@ -59,18 +64,24 @@ __all__ = [
     "RecordDecodeError",
     "Rejection",
     "ReplayDivergence",
+    "SnapshotWarning",
+    "Staged",
     "StateMachine",
     "StoreError",
+    "StoreUnavailable",
     "StreamState",
     "Streams",
     "SystemClock",
     "Tracked",
     "UnknownRecordType",
     "Untracked",
+    "VerifyReport",
     "apply_record",
     "fold",
     "open_store",
     "restore_actions",
+    "upcaster",
+    "verify",
 ]
 
 __version__ = "0.1.0"

@@ -64,7 +64,7 @@ class Actions(Generic[A, U]):
             raise ActionsFull(self.capacity)
         self._items.append(action)
 
-    def track(self, id: ActionId, action: A) -> None:  # noqa: A002 - fasm's name
+    def track(self, id: ActionId, action: A) -> None:
         """Shorthand for ``add(Tracked(id, action))``."""
         self.add(Tracked(id, action))
 

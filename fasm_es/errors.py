@@ -15,6 +15,7 @@ Catch the branch you can act on::
     │   └── ReplayDivergence   folding the log gave a different outcome than recorded
     └── StoreError             anything about the event store
         ├── DatabaseURLError   the URL is malformed, unsupported or unreachable
+        ├── StoreUnavailable   the database went away or timed out mid-operation; retryable
         ├── ConcurrencyConflict
         │                      another writer appended the expected version first
         └── RecordDecodeError  a stored record cannot be read back
@@ -33,7 +34,7 @@ class FasmError(Exception):
     """Base of every exception raised by fasm-es."""
 
 
-class Rejection(FasmError):  # noqa: N818 - a rejection is an outcome, not an "Error"
+class Rejection(FasmError):
     """Base class for domain rejections raised by an STF.
 
     Raise a subclass from ``stf`` to refuse an input: nothing is appended and
@@ -41,7 +42,7 @@ class Rejection(FasmError):  # noqa: N818 - a rejection is an outcome, not an "E
     """
 
 
-class ActionsFull(Rejection):  # noqa: N818
+class ActionsFull(Rejection):
     """An STF added an action past the container's capacity.
 
     It derives from :class:`Rejection`, so an STF that does not handle it
@@ -61,7 +62,7 @@ class DefinitionError(FasmError, TypeError):
     """A state machine class is declared in a way fasm-es cannot use."""
 
 
-class InvalidInput(FasmError, ValueError):  # noqa: N818
+class InvalidInput(FasmError, ValueError):
     """A payload failed validation against the machine's declared type.
 
     Raised before the STF runs; nothing is appended. ``errors`` holds
@@ -73,7 +74,7 @@ class InvalidInput(FasmError, ValueError):  # noqa: N818
         self.errors = errors or []
 
 
-class CompletionNotOutstanding(FasmError):  # noqa: N818
+class CompletionNotOutstanding(FasmError):
     """A completion names a tracked action id that is not outstanding.
 
     ``reason`` is ``"completed"`` (a duplicate or late completion for an id the
@@ -121,6 +122,16 @@ class DatabaseURLError(StoreError, ValueError):
     """A database URL is malformed, of an unsupported kind, or unreachable."""
 
 
+class StoreUnavailable(StoreError):
+    """The database could not be reached, or the connection was lost, mid-operation.
+
+    The operation may be retried once the database is back. An append that
+    failed this way may have been committed just before the connection broke:
+    re-read the stream before retrying it (a retry of a stored append raises
+    :class:`ConcurrencyConflict`).
+    """
+
+
 class ConcurrencyConflict(StoreError):
     """Another writer appended the version this writer expected to append.
 
@@ -146,14 +157,17 @@ class RecordDecodeError(StoreError):
         self.version = version
 
 
-class UnknownRecordType(RecordDecodeError):  # noqa: N818
+class UnknownRecordType(RecordDecodeError):
     """A stored record's type tag is not declared by the machine."""
 
-    def __init__(self, stream: str, version: int, tag: str, machine: str) -> None:
+    def __init__(
+        self, stream: str, version: int, tag: str, machine: str, detail: str | None = None
+    ) -> None:
         super().__init__(
             stream,
             version,
-            f"record type {tag!r} is not declared by machine {machine} "
+            detail
+            or f"record type {tag!r} is not declared by machine {machine} "
             "(declare it or add an upcaster)",
         )
         self.tag = tag

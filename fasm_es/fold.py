@@ -36,6 +36,7 @@ class StreamState(Generic[S, A]):
     last_hash: str = GENESIS
     outstanding: dict[ActionId, A] = field(default_factory=dict)
     completed: set[ActionId] = field(default_factory=set)
+    snapshot_version: int = 0
 
     def check_completion(self, action_id: ActionId) -> None:
         """Raise :class:`CompletionNotOutstanding` unless ``action_id`` is outstanding."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import (
     Annotated,
@@ -55,6 +55,7 @@ from pydantic_core import core_schema
 from fasm_es.actions import DEFAULT_CAPACITY, Actions
 from fasm_es.errors import DefinitionError, MachineError
 from fasm_es.inputs import Input
+from fasm_es.schema import Schema
 
 S = TypeVar("S")
 I = TypeVar("I")  # noqa: E741
@@ -187,8 +188,7 @@ class MachineTypes:
                 TypeAdapter(tp)
             except Exception as exc:
                 raise DefinitionError(
-                    f"machine {machine}: the declared {what} type {tp!r} cannot be "
-                    f"encoded: {exc}"
+                    f"machine {machine}: the declared {what} type {tp!r} cannot be encoded: {exc}"
                 ) from exc
         return result_types
 
@@ -206,7 +206,12 @@ class StateMachine(Generic[S, I, A, R, U]):
     Class attributes a machine may set:
 
     - ``name``: the machine's name in errors and tools (default: the class name);
-    - ``actions_capacity``: how many actions one STF call may emit (default 64).
+    - ``actions_capacity``: how many actions one STF call may emit (default 64);
+    - ``snapshot_every``: take a snapshot of a stream every this many records
+      (default 1000; ``None`` turns snapshots off);
+    - ``schema_versions``: the current version of record tags and of
+      ``"Snapshot"`` whose shape changed, with upcasters marked by
+      :func:`~fasm_es.schema.upcaster` (see :mod:`fasm_es.schema`).
 
     Override :meth:`stf` (required), :meth:`initial_state` (when the state
     type cannot be built with no arguments) and :meth:`restore` (to re-issue
@@ -215,7 +220,10 @@ class StateMachine(Generic[S, I, A, R, U]):
 
     name: ClassVar[str] = "StateMachine"
     actions_capacity: ClassVar[int] = DEFAULT_CAPACITY
+    snapshot_every: ClassVar[int | None] = 1000
+    schema_versions: ClassVar[Mapping[str, int]] = {}
     types: ClassVar[MachineTypes]
+    schema: ClassVar[Schema]
     has_restore: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -233,6 +241,18 @@ class StateMachine(Generic[S, I, A, R, U]):
         if cls.__dict__.get("stf") is None and cls.stf is StateMachine.stf:
             raise DefinitionError(f"machine {cls.__name__} must define stf(state, input, actions)")
         cls.has_restore = cls.restore is not StateMachine.restore
+        inherited = getattr(cls, "schema", None)
+        cls.schema = Schema.collect(
+            cls.name,
+            cls.__dict__,
+            cls.schema_versions,
+            inherited.upcasters if inherited is not None else {},
+        )
+        if cls.snapshot_every is not None and cls.snapshot_every < 1:
+            raise DefinitionError(
+                f"machine {cls.__name__}: snapshot_every must be >= 1 or None, "
+                f"got {cls.snapshot_every}"
+            )
 
     def initial_state(self) -> S:
         """The state of a stream with no records. Default: the state type called with no args."""
@@ -245,13 +265,11 @@ class StateMachine(Generic[S, I, A, R, U]):
                 f"{state_type!r}() ({exc}); override initial_state()"
             ) from exc
 
-    def stf(
-        self, state: S, input: Input[I, R], actions: Actions[A, U]
-    ) -> None | Awaitable[None]:
+    def stf(self, state: S, input: Input[I, R], actions: Actions[A, U]) -> Awaitable[None] | None:
         """Accept ``input`` (return) or reject it (raise a Rejection), emitting ``actions``."""
         raise NotImplementedError
 
-    def restore(self, state: S, actions: Actions[A, U]) -> None | Awaitable[None]:
+    def restore(self, state: S, actions: Actions[A, U]) -> Awaitable[None] | None:
         """Emit the tracked actions to re-issue after a crash.
 
         Not overriding it selects the default: re-emit exactly the tracked
@@ -264,7 +282,7 @@ class StateMachine(Generic[S, I, A, R, U]):
         return Actions(self.actions_capacity)
 
 
-def drive(result: None | Awaitable[None], machine: str, what: str) -> None:
+def drive(result: Awaitable[None] | None, machine: str, what: str) -> None:
     """Run a plain or ``async`` STF/restore result to completion, synchronously.
 
     An async STF must not suspend (it may not do I/O), so its coroutine

@@ -21,6 +21,7 @@ deleting, inserting or reordering stored records breaks the chain.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar, Union
 
@@ -39,6 +40,7 @@ from fasm_es.actions import Tracked, Untracked
 from fasm_es.errors import CorruptRecord, InvalidInput, MachineError, UnknownRecordType
 from fasm_es.inputs import ActionId, Completed, Input, Metadata, Normal
 from fasm_es.machine import MachineTypes
+from fasm_es.schema import Schema, parse_tag
 
 I = TypeVar("I")  # noqa: E741
 A = TypeVar("A")
@@ -60,6 +62,16 @@ class RawRecord:
     stream: str
     version: int
     position: int
+    tag: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RawSnapshot:
+    """A stored snapshot: a stream's state after ``version``, encoded."""
+
+    stream: str
+    version: int
     tag: str
     body: bytes
 
@@ -124,8 +136,9 @@ def _metadata_json(meta: Metadata) -> bytes:
 class Codec(Generic[I, A, R, U]):
     """Encodes and decodes one machine's records through its declared types."""
 
-    def __init__(self, types: MachineTypes) -> None:
+    def __init__(self, types: MachineTypes, schema: Schema | None = None) -> None:
         self.types = types
+        self.schema = schema or Schema(types.machine, {}, {})
         action_item = Annotated[
             Union[  # noqa: UP007
                 Annotated[Tracked[types.tracked_action], Tag("t")],  # type: ignore[name-defined]
@@ -133,30 +146,33 @@ class Codec(Generic[I, A, R, U]):
             ],
             Discriminator(_action_kind),
         ]
-        self._actions_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[action_item])  # type: ignore[valid-type]
+        self._actions_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[action_item])
         self._input_adapter: TypeAdapter[Any] = TypeAdapter(types.input)
         self._result_adapter: TypeAdapter[Any] = TypeAdapter(types.tracked_result)
         self._value_adapters: dict[str, TypeAdapter[Any]] = {
             tag: TypeAdapter(tp) for tag, tp in types.input_tags.items()
         }
         config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+        # Keyed by the current stored tag (``Name`` or ``Name@version``).
         self._bodies: dict[str, type[BaseModel]] = {
-            tag: create_model(
+            self.schema.current_tag(tag): create_model(
                 f"{types.machine}{tag}Body",
                 __config__=config,
                 input=(tp, ...),
-                actions=(list[action_item], ...),  # type: ignore[valid-type]
+                actions=(list[action_item], ...),
                 meta=(Metadata, ...),
                 hash=(str, ...),
             )
             for tag, tp in types.input_tags.items()
         }
-        self._bodies[COMPLETED_TAG] = create_model(
+        self._completed_tag = self.schema.current_tag(COMPLETED_TAG)
+        self._stored_tags = {tag: self.schema.current_tag(tag) for tag in types.input_tags}
+        self._bodies[self._completed_tag] = create_model(
             f"{types.machine}CompletedBody",
             __config__=config,
             id=(ActionId, ...),
             result=(types.tracked_result, ...),
-            actions=(list[action_item], ...),  # type: ignore[valid-type]
+            actions=(list[action_item], ...),
             meta=(Metadata, ...),
             hash=(str, ...),
         )
@@ -200,11 +216,12 @@ class Codec(Generic[I, A, R, U]):
             ) from exc
         meta_json = _metadata_json(input.meta)
         if isinstance(input, Normal):
-            tag = self.types.tag_of(input.value)
-            value_json = self._value_adapters[tag].dump_json(input.value)
+            base = self.types.tag_of(input.value)
+            tag = self._stored_tags[base]
+            value_json = self._value_adapters[base].dump_json(input.value)
             content = b'{"input":%s,"actions":%s,"meta":%s}' % (value_json, actions_json, meta_json)
         else:
-            tag = COMPLETED_TAG
+            tag = self._completed_tag
             id_json = _ID_ADAPTER.dump_json(input.id)
             result_json = self._result_adapter.dump_json(input.result)
             content = b'{"id":%s,"result":%s,"actions":%s,"meta":%s}' % (
@@ -220,12 +237,19 @@ class Codec(Generic[I, A, R, U]):
     # -- decoding -------------------------------------------------------------------
 
     def decode(self, raw: RawRecord) -> Record[I, A, R, U]:
-        """Decode a stored record; raises a :class:`RecordDecodeError` subclass if it cannot."""
+        """Decode a stored record; raises a :class:`RecordDecodeError` subclass if it cannot.
+
+        A record of the current version is validated straight from its JSON
+        bytes; an older one goes through the machine's upcasters first.
+        """
         body_model = self._bodies.get(raw.tag)
-        if body_model is None:
-            raise UnknownRecordType(raw.stream, raw.version, raw.tag, self.types.machine)
         try:
-            body: Any = body_model.model_validate_json(raw.body)
+            if body_model is not None:
+                tag = raw.tag
+                body: Any = body_model.model_validate_json(raw.body)
+            else:
+                tag, body_model, data = self._upcast(raw)
+                body = body_model.model_validate(data)
         except ValidationError as exc:
             raise CorruptRecord(
                 raw.stream,
@@ -234,10 +258,40 @@ class Codec(Generic[I, A, R, U]):
                 f"{self.types.machine}'s declaration: {exc}",
             ) from exc
         inp: Normal[I] | Completed[R]
-        if raw.tag == COMPLETED_TAG:
+        if tag == self._completed_tag:
             inp = Completed(body.id, body.result, body.meta)
         else:
             inp = Normal(body.input, body.meta)
         return Record(
             raw.stream, raw.version, raw.position, raw.tag, inp, tuple(body.actions), body.hash
         )
+
+    def _upcast(self, raw: RawRecord) -> tuple[str, type[BaseModel], Any]:
+        """Decode an older record's JSON and upcast it to a current body."""
+        parsed = parse_tag(raw.tag)
+        known = parsed is not None and (
+            parsed[0] in self.types.input_tags
+            or parsed[0] == COMPLETED_TAG
+            or any(key[0] == parsed[0] for key in self.schema.upcasters)
+        )
+        if parsed is None or not known:
+            raise UnknownRecordType(raw.stream, raw.version, raw.tag, self.types.machine)
+        try:
+            data = json.loads(raw.body)
+        except ValueError as exc:
+            raise CorruptRecord(raw.stream, raw.version, f"body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise CorruptRecord(raw.stream, raw.version, "body is not a JSON object")
+        stored_hash = data.pop("hash", None)
+        try:
+            tag, data = self.schema.upcast(parsed[0], parsed[1], data)
+        except LookupError as exc:
+            raise UnknownRecordType(
+                raw.stream, raw.version, raw.tag, self.types.machine, str(exc)
+            ) from exc
+        current = self.schema.current_tag(tag)
+        body_model = self._bodies.get(current)
+        if body_model is None:
+            raise UnknownRecordType(raw.stream, raw.version, raw.tag, self.types.machine)
+        data["hash"] = stored_hash
+        return current, body_model, data

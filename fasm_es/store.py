@@ -30,7 +30,7 @@ from typing import Protocol, Self
 from urllib.parse import urlsplit
 
 from fasm_es.errors import DatabaseURLError
-from fasm_es.record import EncodedRecord, RawRecord
+from fasm_es.record import EncodedRecord, RawRecord, RawSnapshot
 
 URL_ENV = "FASM_ES_DATABASE_URL"
 DEFAULT_URL = "sqlite:///fasm_es.db"
@@ -44,9 +44,7 @@ class Backend(Protocol):
         """Append atomically; return global positions; raise ConcurrencyConflict."""
         ...
 
-    def select_stream(
-        self, stream: str, gt: int, lte: int | None, limit: int
-    ) -> list[RawRecord]:
+    def select_stream(self, stream: str, gt: int, lte: int | None, limit: int) -> list[RawRecord]:
         """Records of ``stream`` with ``gt < version <= lte``, in version order."""
         ...
 
@@ -64,6 +62,14 @@ class Backend(Protocol):
 
     def select_streams(self, gt: str, limit: int) -> list[str]:
         """Stream ids greater than ``gt``, in order."""
+        ...
+
+    def insert_snapshot(self, snapshot: RawSnapshot) -> None:
+        """Store a snapshot; one already stored for that stream and version is kept."""
+        ...
+
+    def select_snapshot(self, stream: str, lte: int | None) -> RawSnapshot | None:
+        """The newest snapshot of ``stream`` with version ``<= lte`` (any if None)."""
         ...
 
     def close(self) -> None:
@@ -138,6 +144,14 @@ class EventStore:
             if len(page) < page_size:
                 return
             after = page[-1]
+
+    def save_snapshot(self, snapshot: RawSnapshot) -> None:
+        """Store a snapshot (kept beside the log; the log stays the source of truth)."""
+        self.backend.insert_snapshot(snapshot)
+
+    def load_snapshot(self, stream: str, *, at: int | None = None) -> RawSnapshot | None:
+        """The newest snapshot of ``stream`` (at or before version ``at``), or None."""
+        return self.backend.select_snapshot(stream, at)
 
     def close(self) -> None:
         """Close the backend's connections."""

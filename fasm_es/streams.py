@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import copy
 import threading
+import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from fasm_es.actions import Tracked, Untracked
 from fasm_es.clock import Clock, SystemClock
-from fasm_es.errors import ConcurrencyConflict
+from fasm_es.errors import ConcurrencyConflict, RecordDecodeError
 from fasm_es.fold import StreamState, apply_record, fold, initial, restore_actions
 from fasm_es.inputs import ActionId, Completed, Input, Metadata, Normal
 from fasm_es.machine import StateMachine, drive
-from fasm_es.record import Codec, Record
+from fasm_es.record import Codec, EncodedRecord, Record
+from fasm_es.snapshot import SnapshotCodec
 from fasm_es.store import EventStore
 
 S = TypeVar("S")
@@ -29,6 +32,19 @@ I = TypeVar("I")  # noqa: E741
 A = TypeVar("A")
 R = TypeVar("R")
 U = TypeVar("U")
+
+
+class SnapshotWarning(UserWarning):
+    """A snapshot could not be read or written; the log is used instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Staged(Generic[I, A, R, U]):
+    """An input the STF accepted, encoded and waiting for :meth:`Streams.commit`."""
+
+    input: Input[I, R]
+    actions: tuple[Tracked[A] | Untracked[U], ...]
+    encoded: EncodedRecord
 
 
 class Streams(Generic[S, I, A, R, U]):
@@ -52,7 +68,8 @@ class Streams(Generic[S, I, A, R, U]):
         self.machine = machine
         self.store = store
         self.clock: Clock = clock or SystemClock()
-        self.codec: Codec[I, A, R, U] = Codec(machine.types)
+        self.codec: Codec[I, A, R, U] = Codec(machine.types, machine.schema)
+        self.snapshots: SnapshotCodec[S, A] = SnapshotCodec(machine.types, machine.schema)
         self.cache_size = cache_size
         self.conflict_retries = conflict_retries
         self._cache: OrderedDict[str, StreamState[S, A]] = OrderedDict()
@@ -68,8 +85,50 @@ class Streams(Generic[S, I, A, R, U]):
             yield self.codec.decode(raw)
 
     def load(self, stream: str, *, at: int | None = None) -> StreamState[S, A]:
-        """Fold ``stream`` from its log (up to version ``at``); a fresh object, not cached."""
-        return fold(self.machine, stream, self.records(stream, upto=at))
+        """Fold ``stream`` (up to version ``at``) from its newest usable snapshot plus the tail.
+
+        Returns a fresh object, not the cached one. A snapshot that cannot be
+        decoded any more is skipped with a :class:`SnapshotWarning` and the
+        stream is folded from its first record.
+        """
+        start = self._load_snapshot(stream, at) if self.machine.snapshot_every else None
+        after = start.version if start is not None else 0
+        return fold(self.machine, stream, self.records(stream, after=after, upto=at), start)
+
+    def _load_snapshot(self, stream: str, at: int | None) -> StreamState[S, A] | None:
+        raw = self.store.load_snapshot(stream, at=at)
+        if raw is None:
+            return None
+        try:
+            return self.snapshots.decode(raw)
+        except RecordDecodeError as exc:
+            warnings.warn(
+                f"{exc}; ignoring the snapshot and folding the stream from its first record",
+                SnapshotWarning,
+                stacklevel=3,
+            )
+            return None
+
+    def _save_snapshot(self, stream: str, version: int) -> None:
+        every = self.machine.snapshot_every
+        current = self._cache.get(stream)
+        if (
+            every is None
+            or current is None
+            or current.version != version  # a later input is already staged
+            or current.version - current.snapshot_version < every
+        ):
+            return
+        try:
+            self.store.save_snapshot(self.snapshots.encode(current))
+        except Exception as exc:  # a snapshot is an optimisation: never fail a commit for it
+            warnings.warn(
+                f"stream {stream!r} version {version}: snapshot not saved: {exc}",
+                SnapshotWarning,
+                stacklevel=3,
+            )
+            return
+        current.snapshot_version = version
 
     def state(self, stream: str, *, at: int | None = None) -> S:
         """A copy of ``stream``'s state now, or after version ``at`` (time travel)."""
@@ -184,39 +243,77 @@ class Streams(Generic[S, I, A, R, U]):
         return self.apply(stream, Completed(action_id, validated, meta))
 
     def apply(self, stream: str, inp: Input[I, R]) -> Record[I, A, R, U]:
-        """Run the STF on ``inp`` and append the record; the core of submit and complete."""
-        if not isinstance(stream, str) or not stream:
-            raise ValueError(f"a stream id must be a non-empty string, got {stream!r}")
+        """Run the STF on ``inp`` and append the record; the core of submit and complete.
+
+        Retries after a :class:`~fasm_es.errors.ConcurrencyConflict` (reload the
+        stream, re-run the STF) up to ``conflict_retries`` times, then raises it.
+        """
         with self._lock:
             attempt = 0
             while True:
+                staged = self.stage(stream, inp)
                 try:
-                    return self._apply_once(stream, inp)
+                    (record,) = self.commit([staged])
                 except ConcurrencyConflict:
                     attempt += 1
                     if attempt > self.conflict_retries:
                         raise
+                    continue
+                return record
 
-    def _apply_once(self, stream: str, inp: Input[I, R]) -> Record[I, A, R, U]:
-        current = self._current(stream)
-        if isinstance(inp, Completed):
-            current.check_completion(inp.id)
-        actions = self.machine.new_actions()
+    def stage(self, stream: str, inp: Input[I, R]) -> Staged[I, A, R, U]:
+        """Run the STF on ``inp`` against the cached state and encode its record.
+
+        The cached stream state advances at once, so a second input staged for
+        the same stream builds on this one; :meth:`commit` makes it durable.
+        If the STF rejects or fails, the stream's cache is dropped (the next
+        use refolds the log) and the exception propagates; nothing is staged.
+        Callers hold no lock between stage and commit only if they alone
+        write through this instance (the engine does).
+        """
+        if not isinstance(stream, str) or not stream:
+            raise ValueError(f"a stream id must be a non-empty string, got {stream!r}")
+        with self._lock:
+            current = self._current(stream)
+            if isinstance(inp, Completed):
+                current.check_completion(inp.id)
+            actions = self.machine.new_actions()
+            try:
+                drive(self.machine.stf(current.state, inp, actions), self.machine.name, "stf")
+                emitted = actions.to_tuple()
+                version = current.version + 1
+                encoded = self.codec.encode(stream, version, current.last_hash, inp, emitted)
+            except BaseException:
+                # The STF may have mutated the cached state before failing.
+                self._cache.pop(stream, None)
+                raise
+            completed_id = inp.id if isinstance(inp, Completed) else None
+            current.record_outcome(completed_id, emitted, version, encoded.hash)
+            return Staged(inp, emitted, encoded)
+
+    def commit(self, staged: Sequence[Staged[I, A, R, U]]) -> list[Record[I, A, R, U]]:
+        """Append staged records in one transaction; return them with their positions.
+
+        On any failure nothing is stored and every stream in the batch is
+        dropped from the cache, so its state is refolded from the log.
+        """
         try:
-            drive(self.machine.stf(current.state, inp, actions), self.machine.name, "stf")
-            emitted = actions.to_tuple()
-            version = current.version + 1
-            encoded = self.codec.encode(stream, version, current.last_hash, inp, emitted)
-            (position,) = self.store.append([encoded])
+            positions = self.store.append([s.encoded for s in staged])
         except BaseException:
-            # The STF may have mutated the cached state before failing, and a
-            # failed append means the log did not change: drop the cache so the
-            # next use refolds the log.
-            self._cache.pop(stream, None)
+            with self._lock:
+                for s in staged:
+                    self._cache.pop(s.encoded.stream, None)
             raise
-        completed_id = inp.id if isinstance(inp, Completed) else None
-        current.record_outcome(completed_id, emitted, version, encoded.hash)
-        return Record(stream, version, position, encoded.tag, inp, emitted, encoded.hash)
+        if self.machine.snapshot_every is not None:
+            newest = {s.encoded.stream: s.encoded.version for s in staged}
+            with self._lock:
+                for stream, version in newest.items():
+                    self._save_snapshot(stream, version)
+        return [
+            Record(e.stream, e.version, position, e.tag, s.input, s.actions, e.hash)
+            for s, position in zip(staged, positions, strict=True)
+            for e in (s.encoded,)
+        ]
 
     def verify_replay(self, stream: str) -> StreamState[S, A]:
         """Refold ``stream`` from scratch, checking each record re-emits its recorded actions.

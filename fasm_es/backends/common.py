@@ -19,6 +19,9 @@ def check_consecutive(records: Sequence[EncodedRecord]) -> None:
     for r in records:
         previous = last.get(r.stream)
         if previous is not None and r.version != previous + 1:
-            raise conflict_for(r, f"records of one stream in one append must be consecutive "
-                                  f"(version {previous} then {r.version})")
+            raise conflict_for(
+                r,
+                f"records of one stream in one append must be consecutive "
+                f"(version {previous} then {r.version})",
+            )
         last[r.stream] = r.version

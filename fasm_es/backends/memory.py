@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from threading import Lock
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
-from eventsourcing.popo import POPOApplicationRecorder
+from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder
 
 from fasm_es.backends.common import check_consecutive, conflict_for
-from fasm_es.record import EncodedRecord, RawRecord
+from fasm_es.record import EncodedRecord, RawRecord, RawSnapshot
 
 
 class MemoryBackend:
@@ -17,6 +18,7 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self.recorder = POPOApplicationRecorder()
+        self.snapshots = POPOAggregateRecorder()
         # version -> global position per stream: the recorder's public
         # select_events does not return positions.
         self._positions: dict[str, list[int]] = {}
@@ -44,8 +46,13 @@ class MemoryBackend:
             positions = self._positions.get(stream, [])
             events = self.recorder.select_events(stream, gt=gt, lte=lte, limit=limit)
             return [
-                RawRecord(stream, e.originator_version, positions[e.originator_version - 1],
-                          e.topic, e.state)
+                RawRecord(
+                    stream,
+                    e.originator_version,
+                    positions[e.originator_version - 1],
+                    e.topic,
+                    e.state,
+                )
                 for e in events
             ]
 
@@ -68,6 +75,18 @@ class MemoryBackend:
     def select_streams(self, gt: str, limit: int) -> list[str]:
         with self._lock:
             return sorted(s for s in self._positions if s > gt)[:limit]
+
+    def insert_snapshot(self, snapshot: RawSnapshot) -> None:
+        event = StoredEvent(snapshot.stream, snapshot.version, snapshot.tag, snapshot.body)
+        with contextlib.suppress(IntegrityError):
+            self.snapshots.insert_events([event])
+
+    def select_snapshot(self, stream: str, lte: int | None) -> RawSnapshot | None:
+        found = self.snapshots.select_events(stream, lte=lte, desc=True, limit=1)
+        if not found:
+            return None
+        s = found[0]
+        return RawSnapshot(stream, s.originator_version, s.topic, s.state)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -13,13 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
+    SQLiteApplicationRecorder,
+    SQLiteDatastore,
+)
 
 from fasm_es.backends.common import check_consecutive, conflict_for
 from fasm_es.errors import DatabaseURLError, StoreError
-from fasm_es.record import EncodedRecord, RawRecord
+from fasm_es.record import EncodedRecord, RawRecord, RawSnapshot
 
 TABLE = "fasm_records"
+SNAPSHOT_TABLE = "fasm_snapshots"
 
 
 def sqlite_path(url: str) -> str:
@@ -30,7 +35,7 @@ def sqlite_path(url: str) -> str:
             f"malformed SQLite URL {url!r}: use sqlite:///relative/path.db or "
             "sqlite:////absolute/path.db"
         )
-    path = url[len(prefix):]
+    path = url[len(prefix) :]
     if path in (":memory:", "") or "mode=memory" in path:
         raise DatabaseURLError(
             f"SQLite URL {url!r} names an in-memory database: use memory:// for a store "
@@ -56,6 +61,10 @@ class SQLiteBackend:
             )
             self.recorder = SQLiteApplicationRecorder(self.datastore, events_table_name=TABLE)
             self.recorder.create_table()
+            self.snapshots = SQLiteAggregateRecorder(
+                self.datastore, events_table_name=SNAPSHOT_TABLE
+            )
+            self.snapshots.create_table()
             with self.datastore.transaction(commit=False) as c:
                 c.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {TABLE} LIMIT 1)")
         except (PersistenceError, sqlite3.Error) as exc:
@@ -129,6 +138,26 @@ class SQLiteBackend:
             [gt, limit],
         )
         return [r[0] for r in rows]
+
+    def insert_snapshot(self, snapshot: RawSnapshot) -> None:
+        event = StoredEvent(snapshot.stream, snapshot.version, snapshot.tag, snapshot.body)
+        try:
+            self.snapshots.insert_events([event])
+        except IntegrityError:
+            pass  # a snapshot of that version is already stored
+        except PersistenceError as exc:
+            raise StoreError(f"SQLite file {self.path!r}: snapshot failed: {exc}") from exc
+
+    def select_snapshot(self, stream: str, lte: int | None) -> RawSnapshot | None:
+        statement = (
+            f"SELECT originator_version, topic, state FROM {SNAPSHOT_TABLE} WHERE originator_id=? "
+        )
+        params: list[Any] = [stream]
+        if lte is not None:
+            statement += "AND originator_version<=? "
+            params.append(lte)
+        rows = self._query(statement + "ORDER BY originator_version DESC LIMIT 1", params)
+        return RawSnapshot(stream, rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     def close(self) -> None:
         self.datastore.close()
