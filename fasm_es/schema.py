@@ -102,15 +102,17 @@ class Schema:
         Raises ``LookupError`` with a message naming the missing upcaster, or
         saying the record is newer than this code.
         """
-        seen = 0
-        while version != self.version(tag):
-            if version > self.version(tag):
-                raise LookupError(
-                    f"record type {tag!r} version {version} is newer than machine "
-                    f"{self.machine} knows (version {self.version(tag)}): deploy the newer code"
-                )
+        for _ in range(1000):
             step = self.upcasters.get((tag, version))
-            if step is None:
+            current = self.version(tag)
+            if step is None or (step.to == tag and version >= current):
+                if version == current:
+                    return tag, body
+                if version > current:
+                    raise LookupError(
+                        f"record type {tag!r} version {version} is newer than machine "
+                        f"{self.machine} knows (version {current}): deploy the newer code"
+                    )
                 raise LookupError(
                     f"no upcaster from {tag!r} version {version} to version {version + 1} "
                     f"in machine {self.machine} (add one with @upcaster({tag!r}, {version}))"
@@ -122,10 +124,7 @@ class Schema:
                     f"{type(body).__name__}, not a dict"
                 )
             tag, version = step.to, step.to_version
-            seen += 1
-            if seen > 1000:
-                raise LookupError(f"upcasters for {tag!r} loop; check their 'to' targets")
-        return tag, body
+        raise LookupError(f"upcasters for {tag!r} loop; check their 'to' targets")
 
     @classmethod
     def collect(
