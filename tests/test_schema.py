@@ -134,9 +134,11 @@ def test_unknown_record_type_names_stream_version_tag_and_fix(old_log: Path) -> 
 
 def test_record_from_newer_code_is_refused_clearly(old_log: Path) -> None:
     write_old_row(old_log, "newer", 1, "", "Deposit@3", b'{"cents":1,"currency":"EUR"}')
-    with open_store(f"sqlite:///{old_log}") as store:
-        with pytest.raises(UnknownRecordType, match="newer than machine Bank knows"):
-            Streams(Bank(), store).state("newer")
+    with (
+        open_store(f"sqlite:///{old_log}") as store,
+        pytest.raises(UnknownRecordType, match="newer than machine Bank knows"),
+    ):
+        Streams(Bank(), store).state("newer")
 
 
 def test_malformed_version_in_tag_is_unknown(old_log: Path) -> None:
