@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fasm_es.errors import RecordDecodeError
 from fasm_es.record import GENESIS, chain_hash, split_hash
 from fasm_es.store import EventStore
 
@@ -61,6 +62,18 @@ class VerifyReport:
 
 def verify_stream(store: EventStore, stream: str) -> tuple[ChainBreak | None, Head, int]:
     """Check one stream's chain; return (first break or None, head, records read)."""
+    try:
+        return _walk(store, stream)
+    except RecordDecodeError as exc:
+        # Only an encrypted store decodes while reading raw bytes.
+        return (
+            ChainBreak(stream, exc.version, "malformed", str(exc)),
+            Head(exc.version - 1, ""),
+            exc.version,
+        )
+
+
+def _walk(store: EventStore, stream: str) -> tuple[ChainBreak | None, Head, int]:
     prev = GENESIS
     expected = 1
     last_position = 0

@@ -24,15 +24,20 @@ Reads stream in pages, so memory stays flat however long a stream or the log is.
 
 from __future__ import annotations
 
+import binascii
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Protocol, Self
 from urllib.parse import urlsplit
 
-from fasm_es.errors import DatabaseURLError
+from eventsourcing.persistence import Cipher
+
+from fasm_es.errors import CorruptRecord, DatabaseURLError, StoreError
 from fasm_es.record import EncodedRecord, RawRecord, RawSnapshot
 
 URL_ENV = "FASM_ES_DATABASE_URL"
+CIPHER_KEY_ENV = "FASM_ES_CIPHER_KEY"
 DEFAULT_URL = "sqlite:///fasm_es.db"
 DEFAULT_PAGE_SIZE = 2000
 
@@ -78,11 +83,17 @@ class Backend(Protocol):
 
 
 class EventStore:
-    """Appends and reads records on one backend. Use :func:`open_store` to get one."""
+    """Appends and reads records on one backend. Use :func:`open_store` to get one.
 
-    def __init__(self, backend: Backend, url: str) -> None:
+    With a ``cipher`` (see :func:`open_store`'s ``cipher_key``), record and
+    snapshot bodies are encrypted before they are stored and decrypted as they
+    are read; stream ids, versions and type tags stay readable.
+    """
+
+    def __init__(self, backend: Backend, url: str, *, cipher: Cipher | None = None) -> None:
         self.backend = backend
         self.url = url
+        self.cipher = cipher
 
     def append(self, records: Sequence[EncodedRecord]) -> list[int]:
         """Append ``records`` in one transaction and return their global positions.
@@ -94,6 +105,9 @@ class EventStore:
         """
         if not records:
             return []
+        if self.cipher is not None:
+            encrypt = self.cipher.encrypt
+            records = [replace(r, body=encrypt(r.body)) for r in records]
         return self.backend.insert(records)
 
     def read_stream(
@@ -107,7 +121,7 @@ class EventStore:
         """Yield ``stream``'s records with ``after < version <= upto``, a page at a time."""
         while True:
             page = self.backend.select_stream(stream, after, upto, page_size)
-            yield from page
+            yield from self._decrypt(page) if self.cipher is not None else page
             if len(page) < page_size:
                 return
             after = page[-1].version
@@ -122,10 +136,24 @@ class EventStore:
         """Yield every record with ``after < position <= upto`` in global order, paged."""
         while True:
             page = self.backend.select_log(after, upto, page_size)
-            yield from page
+            yield from self._decrypt(page) if self.cipher is not None else page
             if len(page) < page_size:
                 return
             after = page[-1].position
+
+    def _decrypt(self, page: list[RawRecord]) -> Iterator[RawRecord]:
+        assert self.cipher is not None
+        for raw in page:
+            try:
+                body = self.cipher.decrypt(raw.body)
+            except Exception as exc:
+                raise CorruptRecord(
+                    raw.stream,
+                    raw.version,
+                    f"cannot decrypt the record: wrong cipher key, or the stored bytes were "
+                    f"changed ({type(exc).__name__})",
+                ) from exc
+            yield replace(raw, body=body)
 
     def last_version(self, stream: str) -> int:
         """The stream's highest version; 0 for a stream with no records."""
@@ -147,11 +175,21 @@ class EventStore:
 
     def save_snapshot(self, snapshot: RawSnapshot) -> None:
         """Store a snapshot (kept beside the log; the log stays the source of truth)."""
+        if self.cipher is not None:
+            snapshot = replace(snapshot, body=self.cipher.encrypt(snapshot.body))
         self.backend.insert_snapshot(snapshot)
 
     def load_snapshot(self, stream: str, *, at: int | None = None) -> RawSnapshot | None:
         """The newest snapshot of ``stream`` (at or before version ``at``), or None."""
-        return self.backend.select_snapshot(stream, at)
+        found = self.backend.select_snapshot(stream, at)
+        if found is None or self.cipher is None:
+            return found
+        try:
+            return replace(found, body=self.cipher.decrypt(found.body))
+        except Exception as exc:
+            raise CorruptRecord(
+                stream, found.version, f"cannot decrypt the snapshot ({type(exc).__name__})"
+            ) from exc
 
     def close(self) -> None:
         """Close the backend's connections."""
@@ -176,26 +214,59 @@ def redact(url: str) -> str:
     return url
 
 
-def open_store(url: str | None = None) -> EventStore:
+def new_cipher_key(size: int = 32) -> str:
+    """A fresh random AES key (16, 24 or 32 bytes), base64-encoded, for ``cipher_key``."""
+    from eventsourcing.cryptography import AESCipher
+
+    return AESCipher.create_key(size)
+
+
+def _cipher(key: str) -> Cipher:
+    try:
+        from eventsourcing.cryptography import AESCipher
+        from eventsourcing.utils import Environment
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise StoreError(
+            "encryption needs the 'cryptography' package: pip install 'fasm-es[encryption]'"
+        ) from exc
+    try:
+        return AESCipher(Environment(env={AESCipher.CIPHER_KEY: key}))
+    except (ValueError, OSError, binascii.Error) as exc:
+        raise StoreError(
+            f"invalid cipher key ({exc}): use a base64 AES key of 16, 24 or 32 bytes, "
+            "for example from fasm_es.store.new_cipher_key()"
+        ) from exc
+
+
+def open_store(url: str | None = None, *, cipher_key: str | None = None) -> EventStore:
     """Open the event store named by ``url``, ``$FASM_ES_DATABASE_URL`` or the default.
+
+    ``cipher_key`` (or ``$FASM_ES_CIPHER_KEY``) turns on encryption at rest
+    with AES-GCM: a base64 key of 16, 24 or 32 bytes. Off by default.
 
     Raises :class:`~fasm_es.errors.DatabaseURLError` naming the URL and the fix
     when it is malformed, unsupported or cannot be opened.
     """
     url = url or os.environ.get(URL_ENV) or DEFAULT_URL
+    key = cipher_key or os.environ.get(CIPHER_KEY_ENV)
+    cipher = _cipher(key) if key else None
+    return EventStore(_backend(url), url, cipher=cipher)
+
+
+def _backend(url: str) -> Backend:
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "memory":
         from fasm_es.backends.memory import MemoryBackend
 
-        return EventStore(MemoryBackend(), url)
+        return MemoryBackend()
     if scheme == "sqlite":
         from fasm_es.backends.sqlite import SQLiteBackend, sqlite_path
 
-        return EventStore(SQLiteBackend(sqlite_path(url)), url)
+        return SQLiteBackend(sqlite_path(url))
     if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
         from fasm_es.backends.postgres import PostgresBackend
 
-        return EventStore(PostgresBackend(url), url)
+        return PostgresBackend(url)
     raise DatabaseURLError(
         f"unsupported database URL {redact(url)!r}: use memory://, sqlite:///path/to/file.db "
         f"or postgresql://user:password@host:port/database (or set {URL_ENV})"

@@ -8,13 +8,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import backend_params
 
 from examples.counter import Counter, Increment
 from fasm_es import Head, Streams, open_store, verify
 from fasm_es.audit import ChainBreak
-
-TAMPER_BACKENDS = backend_params("sqlite", "postgres")
 
 Tamper = Callable[[str, tuple[Any, ...]], None]
 
@@ -57,7 +54,7 @@ def only_break(url: str, **kwargs: Any) -> ChainBreak:
     return report.breaks[0]
 
 
-@pytest.mark.parametrize("backend", TAMPER_BACKENDS, indirect=True)
+@pytest.mark.backends("sqlite", "postgres")
 def test_untouched_log_verifies(filled: tuple[str, Tamper]) -> None:
     url, _ = filled
     with open_store(url) as store:
@@ -67,7 +64,7 @@ def test_untouched_log_verifies(filled: tuple[str, Tamper]) -> None:
     assert {s: h.version for s, h in report.heads.items()} == {"a": 5, "b": 5, "c": 5}
 
 
-@pytest.mark.parametrize("backend", TAMPER_BACKENDS, indirect=True)
+@pytest.mark.backends("sqlite", "postgres")
 def test_edited_record_is_named(filled: tuple[str, Tamper]) -> None:
     url, run = filled
     with open_store(url) as store:
@@ -80,7 +77,7 @@ def test_edited_record_is_named(filled: tuple[str, Tamper]) -> None:
     assert (broken.stream, broken.version, broken.kind) == ("b", 3, "edited")
 
 
-@pytest.mark.parametrize("backend", TAMPER_BACKENDS, indirect=True)
+@pytest.mark.backends("sqlite", "postgres")
 def test_edited_metadata_is_named(filled: tuple[str, Tamper]) -> None:
     url, run = filled
     with open_store(url) as store:
@@ -93,7 +90,7 @@ def test_edited_metadata_is_named(filled: tuple[str, Tamper]) -> None:
     assert (broken.stream, broken.version, broken.kind) == ("c", 1, "edited")
 
 
-@pytest.mark.parametrize("backend", TAMPER_BACKENDS, indirect=True)
+@pytest.mark.backends("sqlite", "postgres")
 def test_deleted_record_is_named(filled: tuple[str, Tamper]) -> None:
     url, run = filled
     run("DELETE FROM fasm_records WHERE originator_id=%s AND originator_version=%s", ("a", 2))
@@ -101,7 +98,7 @@ def test_deleted_record_is_named(filled: tuple[str, Tamper]) -> None:
     assert (broken.stream, broken.version, broken.kind) == ("a", 2, "missing")
 
 
-@pytest.mark.parametrize("backend", TAMPER_BACKENDS, indirect=True)
+@pytest.mark.backends("sqlite", "postgres")
 def test_inserted_record_is_named(filled: tuple[str, Tamper]) -> None:
     """A record slipped in at version 3, the later ones renumbered to make room."""
     url, run = filled
@@ -122,7 +119,7 @@ def test_inserted_record_is_named(filled: tuple[str, Tamper]) -> None:
     assert (broken.stream, broken.version, broken.kind) == ("b", 3, "edited")
 
 
-@pytest.mark.parametrize("backend", TAMPER_BACKENDS, indirect=True)
+@pytest.mark.backends("sqlite", "postgres")
 def test_reordered_records_are_named(filled: tuple[str, Tamper]) -> None:
     url, run = filled
     swap = (
@@ -137,7 +134,7 @@ def test_reordered_records_are_named(filled: tuple[str, Tamper]) -> None:
     assert broken.kind in ("edited", "reordered")
 
 
-@pytest.mark.parametrize("backend", TAMPER_BACKENDS, indirect=True)
+@pytest.mark.backends("sqlite", "postgres")
 def test_truncation_needs_and_is_caught_by_expected_heads(filled: tuple[str, Tamper]) -> None:
     url, run = filled
     with open_store(url) as store:
@@ -149,7 +146,7 @@ def test_truncation_needs_and_is_caught_by_expected_heads(filled: tuple[str, Tam
     assert (broken.stream, broken.version, broken.kind) == ("c", 5, "truncated")
 
 
-@pytest.mark.parametrize("backend", TAMPER_BACKENDS, indirect=True)
+@pytest.mark.backends("sqlite", "postgres")
 def test_rewritten_stream_is_caught_by_expected_heads(filled: tuple[str, Tamper]) -> None:
     """A writer who recomputes every hash passes the chain check, not the heads check."""
     url, run = filled
