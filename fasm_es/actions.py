@@ -17,26 +17,29 @@ from fasm_es.inputs import ActionId
 
 A = TypeVar("A")
 U = TypeVar("U")
+# Tracked and Untracked are immutable, so Tracked[Charge] is a Tracked[Charge | Refund].
+A_co = TypeVar("A_co", covariant=True)
+U_co = TypeVar("U_co", covariant=True)
 
 DEFAULT_CAPACITY = 64
 
 
 @dataclass(frozen=True, slots=True)
-class Tracked(Generic[A]):
+class Tracked(Generic[A_co]):
     """A side effect whose result must come back as ``Completed(id, result)``.
 
     ``(stream, id)`` is the action's stable idempotency key for the outside system.
     """
 
     id: ActionId
-    action: A
+    action: A_co
 
 
 @dataclass(frozen=True, slots=True)
-class Untracked(Generic[U]):
+class Untracked(Generic[U_co]):
     """A fire-and-forget side effect; no result comes back."""
 
-    action: U
+    action: U_co
 
 
 Action: TypeAlias = Tracked[A] | Untracked[U]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from fasm_es.actions import Actions, Tracked, Untracked
-from fasm_es.errors import CompletionNotOutstanding, Rejection, ReplayDivergence
+from fasm_es.errors import CompletionNotOutstanding, MachineError, Rejection, ReplayDivergence
 from fasm_es.inputs import ActionId, Completed
 from fasm_es.machine import StateMachine, drive
 from fasm_es.record import GENESIS, Record
@@ -99,6 +99,14 @@ def apply_record(
             record.version,
             f"the recorded input was accepted but the STF now rejects it: {exc!r}",
         ) from exc
+    except MachineError:
+        raise
+    except Exception as exc:
+        raise ReplayDivergence(
+            record.stream,
+            record.version,
+            f"the recorded input was accepted but the STF now raises {exc!r}",
+        ) from exc
     if check_actions:
         emitted = actions.to_tuple()
         if emitted != record.actions:
@@ -141,10 +149,22 @@ def restore_actions(
     """The actions to re-issue for a stream after a crash.
 
     The machine's ``restore`` if it defines one, else the default: the
-    outstanding tracked actions, in the order they were emitted.
+    outstanding tracked actions, in the order they were emitted. A restore
+    that emits a tracked id which is not outstanding raises
+    :class:`~fasm_es.errors.MachineError`: no completion could ever match it.
     """
     if not machine.has_restore:
         return tuple(Tracked(i, a) for i, a in current.outstanding.items())
     actions = machine.new_actions()
     drive(machine.restore(current.state, actions), machine.name, "restore")
+    for action in actions:
+        # A completion is accepted only for an outstanding id, so a restore that
+        # re-issues under any other id would wait forever for its result.
+        if isinstance(action, Tracked) and action.id not in current.outstanding:
+            why = "was already completed" if action.id in current.completed else "was never emitted"
+            raise MachineError(
+                f"machine {machine.name}: stream {current.stream!r}: restore emitted tracked "
+                f"action id {action.id!r}, which {why}; restore must re-issue outstanding ids "
+                f"only (outstanding: {sorted(map(repr, current.outstanding))})"
+            )
     return actions.to_tuple()

@@ -181,7 +181,22 @@ class Codec(Generic[I, A, R, U]):
 
     def validate_input(self, value: object) -> I:
         """Validate a submitted input value against the declared input type."""
-        return self._validate(self._input_adapter, value, "input")  # type: ignore[no-any-return]
+        validated = self._validate(self._input_adapter, value, "input")
+        # pydantic passes an instance of a subclass of a declared model through
+        # unchanged, but records are tagged by exact class: refuse it here,
+        # before the STF runs, rather than fail to encode it afterwards.
+        models = {t: m for t, m in self.types.input_tags.items() if t != "Normal"}
+        if self.types.tag_of(validated) == "Normal" and isinstance(
+            validated, tuple(m for m in models.values() if isinstance(m, type))
+        ):
+            name = type(validated).__name__
+            declared = ", ".join(sorted(models))
+            message = (
+                f"machine {self.types.machine}: invalid input: {name} is not a declared "
+                f"input model (declared: {declared}); submit an instance of a declared model"
+            )
+            raise InvalidInput(message, [{"type": "undeclared_model", "loc": (), "msg": message}])
+        return validated  # type: ignore[no-any-return]
 
     def validate_result(self, value: object) -> R:
         """Validate a tracked action's result against the declared result type."""
@@ -214,6 +229,9 @@ class Codec(Generic[I, A, R, U]):
                 f"machine {self.types.machine}: stream {stream!r}: the STF emitted an action "
                 f"that is not of a declared action type: {exc}"
             ) from exc
+        self._check_reads_back(
+            stream, self._actions_adapter, actions_json, list(actions), "actions"
+        )
         meta_json = _metadata_json(input.meta)
         if isinstance(input, Normal):
             base = self.types.tag_of(input.value)
@@ -224,6 +242,9 @@ class Codec(Generic[I, A, R, U]):
             tag = self._completed_tag
             id_json = _ID_ADAPTER.dump_json(input.id)
             result_json = self._result_adapter.dump_json(input.result)
+            self._check_reads_back(
+                stream, self._result_adapter, result_json, input.result, "tracked result"
+            )
             content = b'{"id":%s,"result":%s,"actions":%s,"meta":%s}' % (
                 id_json,
                 result_json,
@@ -233,6 +254,26 @@ class Codec(Generic[I, A, R, U]):
         digest = chain_hash(prev_hash, stream, version, tag, content)
         body = content[:-1] + b',"hash":"' + digest.encode() + b'"}'
         return EncodedRecord(stream, version, tag, body, digest)
+
+    def _check_reads_back(
+        self, stream: str, adapter: TypeAdapter[Any], encoded: bytes, value: object, what: str
+    ) -> None:
+        """Refuse a value whose stored JSON would decode to something else.
+
+        Models in a union with the same fields encode alike, so decoding picks
+        the first one: replay and restore would then see a different action or
+        result than the STF did.
+        """
+        try:
+            back: object = adapter.validate_json(encoded)
+        except ValidationError as exc:
+            back = exc
+        if back != value:
+            raise MachineError(
+                f"machine {self.types.machine}: stream {stream!r}: the {what} {value!r} would "
+                f"be read back from the log as {back!r}; give the models of a union distinct "
+                "fields (for example a Literal 'kind' field)"
+            )
 
     # -- decoding -------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from fasm_es.actions import Tracked, Untracked
 from fasm_es.clock import Clock, SystemClock
-from fasm_es.errors import ConcurrencyConflict, RecordDecodeError
+from fasm_es.errors import ConcurrencyConflict, RecordDecodeError, ReplayDivergence
 from fasm_es.fold import StreamState, apply_record, fold, initial, restore_actions
 from fasm_es.inputs import ActionId, Completed, Input, Metadata, Normal
 from fasm_es.machine import StateMachine, drive
@@ -276,6 +276,14 @@ class Streams(Generic[S, I, A, R, U]):
         with self._lock:
             current = self._current(stream)
             if isinstance(inp, Completed):
+                if (
+                    inp.id not in current.outstanding
+                    and self.store.last_version(stream) > current.version
+                ):
+                    # Another writer appended since this cache was loaded (it may
+                    # have emitted the id): judge the completion against the log.
+                    self._cache.pop(stream, None)
+                    current = self._current(stream)
                 current.check_completion(inp.id)
             actions = self.machine.new_actions()
             try:
@@ -316,13 +324,23 @@ class Streams(Generic[S, I, A, R, U]):
         ]
 
     def verify_replay(self, stream: str) -> StreamState[S, A]:
-        """Refold ``stream`` from scratch, checking each record re-emits its recorded actions.
+        """Refold ``stream`` from its first record and check it against what was recorded.
 
-        Raises :class:`~fasm_es.errors.ReplayDivergence` at the first record
-        that differs; returns the folded state otherwise.
+        Each record must re-emit exactly its recorded actions, and the folded
+        state must equal the state this instance holds for the stream (if it
+        holds one). Raises :class:`~fasm_es.errors.ReplayDivergence` naming
+        the stream, version and first difference; returns the folded state.
         """
         current = initial(self.machine, stream)
         actions = self.machine.new_actions()
         for record in self.records(stream):
             apply_record(self.machine, current, record, actions, check_actions=True)
+        with self._lock:
+            live = self._cache.get(stream)
+            if live is not None and live.version == current.version and live.state != current.state:
+                raise ReplayDivergence(
+                    stream,
+                    current.version,
+                    f"the live state {live.state!r} differs from the replayed {current.state!r}",
+                )
         return current

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, PositiveInt
 
 from fasm_es import Actions, Input, Normal, NoTracked, Rejection, StateMachine
 
@@ -17,7 +17,9 @@ class CounterState(BaseModel):
 class Increment(BaseModel):
     """Add ``by`` (at least 1) to the counter."""
 
-    by: int = 1
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a default
+
+    by: PositiveInt = 1
 
 
 class Incremented(BaseModel):

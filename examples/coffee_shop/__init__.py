@@ -1,0 +1,83 @@
+"""The coffee shop: loyalty points redeemed through an outside rewards service.
+
+The machine is :class:`CoffeeShop` (fasm's ``coffee_shop`` example, made
+durable); :class:`RewardsService` is a deterministic fake of the outside
+service for tests and the demo, and :func:`deliver` feeds its answers back
+as completions.
+"""
+
+from examples.coffee_shop.machine import (
+    CheckStatus,
+    CoffeeShop,
+    CollectReward,
+    EarnPoints,
+    Failed,
+    FailedToQueueAction,
+    InsufficientPoints,
+    InvalidRedemptionId,
+    IssuedReward,
+    LoyaltyAccount,
+    LoyaltyInput,
+    NotifyBarista,
+    Pending,
+    PendingRedemption,
+    Redeem,
+    RedemptionAction,
+    RedemptionAlreadyPending,
+    RedemptionResult,
+    RequestRedemption,
+    ShowBalance,
+    ShowPointsEarned,
+    ShowRedemptionFailed,
+    ShowRedemptionPending,
+    ShowRedemptionSucceeded,
+    ShowRewardCollected,
+    ShowStillProcessing,
+    Success,
+    UIAction,
+)
+from examples.coffee_shop.service import (
+    NEVER_ARRIVED,
+    OUT_OF_STOCK,
+    CoffeeRecord,
+    CoffeeStreams,
+    RewardsService,
+    deliver,
+)
+
+__all__ = [
+    "NEVER_ARRIVED",
+    "OUT_OF_STOCK",
+    "CheckStatus",
+    "CoffeeRecord",
+    "CoffeeShop",
+    "CoffeeStreams",
+    "CollectReward",
+    "EarnPoints",
+    "Failed",
+    "FailedToQueueAction",
+    "InsufficientPoints",
+    "InvalidRedemptionId",
+    "IssuedReward",
+    "LoyaltyAccount",
+    "LoyaltyInput",
+    "NotifyBarista",
+    "Pending",
+    "PendingRedemption",
+    "Redeem",
+    "RedemptionAction",
+    "RedemptionAlreadyPending",
+    "RedemptionResult",
+    "RequestRedemption",
+    "RewardsService",
+    "ShowBalance",
+    "ShowPointsEarned",
+    "ShowRedemptionFailed",
+    "ShowRedemptionPending",
+    "ShowRedemptionSucceeded",
+    "ShowRewardCollected",
+    "ShowStillProcessing",
+    "Success",
+    "UIAction",
+    "deliver",
+]
