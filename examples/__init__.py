@@ -1,1 +1,1 @@
-"""Example machines, each run by the tests: counter, coffee_shop (and more to come)."""
+"""Example machines, each run by the tests: counter, coffee_shop, dentist_booking, payments."""

@@ -155,7 +155,9 @@ def restore_actions(
     """
     if not machine.has_restore:
         return tuple(Tracked(i, a) for i, a in current.outstanding.items())
-    actions = machine.new_actions()
+    # Restore re-issues outstanding ids only, so it needs room for all of them
+    # even when there are more than one STF call may emit.
+    actions: Actions[A, Any] = Actions(max(machine.actions_capacity, len(current.outstanding)))
     drive(machine.restore(current.state, actions), machine.name, "restore")
     for action in actions:
         # A completion is accepted only for an outstanding id, so a restore that
