@@ -9,6 +9,8 @@ into the same state. The exceptions are drawn as a tree in :mod:`fasm_es.errors`
 from fasm_es.actions import Action, Actions, Tracked, Untracked
 from fasm_es.audit import ChainBreak, Head, VerifyReport, verify
 from fasm_es.clock import Clock, ManualClock, SystemClock
+from fasm_es.dispatch import IdempotencyKey, RetryPolicy, StuckAction
+from fasm_es.engine import Engine, EngineStats
 from fasm_es.errors import (
     ActionsFull,
     CompletionNotOutstanding,
@@ -29,10 +31,13 @@ from fasm_es.errors import (
 from fasm_es.fold import StreamState, apply_record, fold, restore_actions
 from fasm_es.inputs import ActionId, Completed, Input, Metadata, Normal
 from fasm_es.machine import NoTracked, StateMachine
+from fasm_es.outstanding import MemoryCheckpoints
 from fasm_es.record import Codec, EncodedRecord, RawRecord, Record
 from fasm_es.schema import upcaster
 from fasm_es.store import EventStore, open_store
 from fasm_es.streams import SnapshotWarning, Staged, Streams
+from fasm_es.sync import SyncEngine
+from fasm_es.timers import Timer, TimerFired
 
 __all__ = [
     "Action",
@@ -49,13 +54,17 @@ __all__ = [
     "DatabaseURLError",
     "DefinitionError",
     "EncodedRecord",
+    "Engine",
+    "EngineStats",
     "EventStore",
     "FasmError",
     "Head",
+    "IdempotencyKey",
     "Input",
     "InvalidInput",
     "MachineError",
     "ManualClock",
+    "MemoryCheckpoints",
     "Metadata",
     "NoTracked",
     "Normal",
@@ -64,6 +73,7 @@ __all__ = [
     "RecordDecodeError",
     "Rejection",
     "ReplayDivergence",
+    "RetryPolicy",
     "SnapshotWarning",
     "Staged",
     "StateMachine",
@@ -71,7 +81,11 @@ __all__ = [
     "StoreUnavailable",
     "StreamState",
     "Streams",
+    "StuckAction",
+    "SyncEngine",
     "SystemClock",
+    "Timer",
+    "TimerFired",
     "Tracked",
     "UnknownRecordType",
     "Untracked",

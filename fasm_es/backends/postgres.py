@@ -1,23 +1,25 @@
 """PostgreSQL backend on the ``eventsourcing`` PostgreSQL recorder (psycopg 3).
 
-One table, ``fasm_records`` (in the URL's schema, ``public`` by default), keyed by
-``(stream, version)``; the global position is the recorder's ``notification_id``.
-The recorder locks the table for writes during each append, so positions are
-handed out in commit order and a reader following the log never skips a record
-committed later with a lower position. Positions may have gaps (a rolled-back
-append consumes sequence numbers); they only ever increase.
-
-Stream ids are ordered by the database's collation when listed.
+Records live in ``fasm_records`` and snapshots in ``fasm_snapshots`` (in the
+URL's schema, ``public`` by default), keyed by ``(stream, version)``; the
+global position is the recorder's ``notification_id``. The recorder locks the
+table for writes during each append, so positions are handed out in commit
+order and a reader following the log never skips a record committed later with
+a lower position. Positions may have gaps (a rolled-back append consumes
+sequence numbers); they only ever increase. Stream ids are listed in the
+database's collation order.
 
 URL form::
 
     postgresql://user:password@host:port/database?schema=NAME&connect_timeout=5&pool_size=2
 
-``postgres://`` works too; ``host=/run/postgresql`` in the query names a Unix
-socket directory. Errors: a URL that is malformed, unreachable or refused raises
-:class:`~fasm_es.errors.DatabaseURLError` at open; a server that goes away later
-raises :class:`~fasm_es.errors.StoreUnavailable` (retryable) from the operation
-that met it, within the connect timeout.
+``postgres://`` works too; ``?host=/run/postgresql&port=5432`` in the query
+names a Unix socket directory (and the port its socket file is named for).
+
+Errors: a URL that is malformed, unreachable or refused raises
+:class:`~fasm_es.errors.DatabaseURLError` at open, within the connect timeout;
+a server that goes away later raises :class:`~fasm_es.errors.StoreUnavailable`
+(retryable) from the operation that met it, also within the connect timeout.
 """
 
 from __future__ import annotations
@@ -38,18 +40,23 @@ from eventsourcing.persistence import (
     PersistenceError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
 from psycopg import errors as pg_errors
 from psycopg.sql import SQL, Composed, Identifier
 
 from fasm_es.backends.common import check_consecutive, conflict_for
 from fasm_es.errors import DatabaseURLError, StoreError, StoreUnavailable
-from fasm_es.record import EncodedRecord, RawRecord
+from fasm_es.record import EncodedRecord, RawRecord, RawSnapshot
 from fasm_es.store import redact
 
 TABLE = "fasm_records"
+SNAPSHOT_TABLE = "fasm_snapshots"
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
-OPTIONS = ("schema", "host", "connect_timeout", "pool_size")
+OPTIONS = ("schema", "host", "port", "connect_timeout", "pool_size")
 DEFAULT_CONNECT_TIMEOUT = 5.0
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -58,6 +65,9 @@ SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # it once and report StoreUnavailable at once instead; the caller decides.
 _insert_once: Callable[..., Sequence[int] | None] = inspect.unwrap(
     PostgresApplicationRecorder.insert_events
+)
+_insert_snapshot_once: Callable[..., object] = inspect.unwrap(
+    PostgresAggregateRecorder.insert_events
 )
 
 
@@ -98,7 +108,7 @@ def postgres_params(url: str) -> PostgresParams:
     if parts.scheme.lower() not in SCHEMES:
         raise _url_error(url, f"scheme {parts.scheme!r} is not postgresql://")
     try:
-        port = parts.port or 5432
+        netloc_port = parts.port
     except ValueError:
         raise _url_error(url, "the port is not a number from 1 to 65535") from None
     dbname = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
@@ -109,6 +119,11 @@ def postgres_params(url: str) -> PostgresParams:
         if name not in OPTIONS:
             raise _url_error(url, f"unknown option {name!r} (known: {', '.join(OPTIONS)})")
         options[name] = value
+    port = netloc_port or 5432
+    if "port" in options:
+        port = _positive(url, "port", options["port"], int)
+        if port > 65535:
+            raise _url_error(url, "the port is not a number from 1 to 65535")
     schema = options.get("schema", "").strip() or "public"
     # Lowercase only: the recorder looks its composite type up by unquoted name.
     if not SCHEMA_NAME.fullmatch(schema):
@@ -171,6 +186,10 @@ class PostgresBackend:
                 )
             self.recorder = PostgresApplicationRecorder(self.datastore, events_table_name=TABLE)
             self.recorder.create_table()
+            self.snapshots = PostgresAggregateRecorder(
+                self.datastore, events_table_name=SNAPSHOT_TABLE
+            )
+            self.snapshots.create_table()
         except PersistenceError as exc:
             raise DatabaseURLError(
                 f"cannot prepare PostgreSQL database {redact(url)!r}: {exc} (check that the "
@@ -193,6 +212,11 @@ class PostgresBackend:
             "SELECT DISTINCT originator_id FROM {} WHERE originator_id > %s "
             "ORDER BY originator_id LIMIT %s"
         ).format(table)
+        self._sql_snapshot = SQL(
+            "SELECT originator_version, topic, state FROM {}.{} "
+            "WHERE originator_id = %s AND originator_version <= %s "
+            "ORDER BY originator_version DESC LIMIT 1"
+        ).format(Identifier(params.schema), Identifier(SNAPSHOT_TABLE))
 
     def _probe(self) -> None:
         """Connect once with a short timeout, so a wrong URL fails here with the server's reason."""
@@ -312,6 +336,27 @@ class PostgresBackend:
     def select_streams(self, gt: str, limit: int) -> list[str]:
         rows = self._query("listing streams", self._sql_streams, [gt, limit])
         return [r["originator_id"] for r in rows]
+
+    def insert_snapshot(self, snapshot: RawSnapshot) -> None:
+        event = StoredEvent(snapshot.stream, snapshot.version, snapshot.tag, snapshot.body)
+        with self._errors(f"saving a snapshot of stream {snapshot.stream!r}"):
+            try:
+                _insert_snapshot_once(self.snapshots, [event])
+            except IntegrityError as exc:
+                # A snapshot of that version is already stored: keep it.
+                if not isinstance(exc.__cause__, pg_errors.UniqueViolation):
+                    raise
+
+    def select_snapshot(self, stream: str, lte: int | None) -> RawSnapshot | None:
+        # bigint's maximum stands for "no upper bound", keeping one statement.
+        upper = (1 << 63) - 1 if lte is None else lte
+        rows = self._query(
+            f"reading snapshots of stream {stream!r}", self._sql_snapshot, [stream, upper]
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return RawSnapshot(stream, r["originator_version"], r["topic"], bytes(r["state"]))
 
     def close(self) -> None:
         """Close the connection pool; later calls raise StoreError."""
