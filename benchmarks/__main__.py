@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks import replay, submit
+from benchmarks import projections, replay, submit
 from benchmarks.report import json_line
 
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / ".bench"
@@ -45,6 +45,12 @@ BENCHMARKS = (
         "durable submits/s through the engine (group commit) vs eventsourcing, one event per save",
         submit.add_arguments,
         submit.main,
+    ),
+    Benchmark(
+        "projections",
+        "projection catch-up into a SQLAlchemy table vs raw driver + executemany",
+        projections.add_arguments,
+        projections.main,
     ),
 )
 

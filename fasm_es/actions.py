@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeAlias, TypeVar
 
+from pydantic import ConfigDict
+
 from fasm_es.errors import ActionsFull
 from fasm_es.inputs import ActionId
 
@@ -34,12 +36,17 @@ class Tracked(Generic[A_co]):
     id: ActionId
     action: A_co
 
+    # Stored action entries are exact: an unexpected field is corrupt data.
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
 
 @dataclass(frozen=True, slots=True)
 class Untracked(Generic[U_co]):
     """A fire-and-forget side effect; no result comes back."""
 
     action: U_co
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
 
 Action: TypeAlias = Tracked[A] | Untracked[U]

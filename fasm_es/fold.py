@@ -93,20 +93,8 @@ def apply_record(
     actions.clear()
     try:
         drive(machine.stf(current.state, inp, actions), machine.name, "stf")
-    except Rejection as exc:
-        raise ReplayDivergence(
-            record.stream,
-            record.version,
-            f"the recorded input was accepted but the STF now rejects it: {exc!r}",
-        ) from exc
-    except MachineError:
-        raise
     except Exception as exc:
-        raise ReplayDivergence(
-            record.stream,
-            record.version,
-            f"the recorded input was accepted but the STF now raises {exc!r}",
-        ) from exc
+        raise _divergence(record, exc) from exc
     if check_actions:
         emitted = actions.to_tuple()
         if emitted != record.actions:
@@ -114,6 +102,18 @@ def apply_record(
                 record.stream, record.version, first_action_difference(record.actions, emitted)
             )
     current.record_outcome(completed_id, record.actions, record.version, record.hash)
+
+
+def _divergence(record: Record[Any, Any, Any, Any], exc: Exception) -> Exception:
+    """What a recorded input that the STF no longer accepts is reported as."""
+    if isinstance(exc, MachineError):
+        return exc
+    what = "rejects it" if isinstance(exc, Rejection) else "raises"
+    return ReplayDivergence(
+        record.stream,
+        record.version,
+        f"the recorded input was accepted but the STF now {what}: {exc!r}",
+    )
 
 
 def first_action_difference(recorded: tuple[Any, ...], emitted: tuple[Any, ...]) -> str:
@@ -138,8 +138,32 @@ def fold(
     """Fold ``records`` (in version order) onto ``start`` or the initial state."""
     current = start if start is not None else initial(machine, stream)
     actions = machine.new_actions()
+    if check_actions:
+        for record in records:
+            apply_record(machine, current, record, actions, check_actions=True)
+        return current
+    # The common case, inlined: this loop is the replay hot path.
+    stf = machine.stf
+    state = current.state
+    clear = actions.clear
+    outstanding = current.outstanding
     for record in records:
-        apply_record(machine, current, record, actions, check_actions=check_actions)
+        inp = record.input
+        if record.version != current.version + 1 or isinstance(inp, Completed):
+            apply_record(machine, current, record, actions)
+            continue
+        clear()
+        try:
+            result = stf(state, inp, actions)
+            if result is not None:
+                drive(result, machine.name, "stf")
+        except Exception as exc:
+            raise _divergence(record, exc) from exc
+        for action in record.actions:
+            if isinstance(action, Tracked):
+                outstanding[action.id] = action.action
+        current.version = record.version
+        current.last_hash = record.hash
     return current
 
 

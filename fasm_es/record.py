@@ -55,9 +55,14 @@ _HASH_SUFFIX_LEN = len(',"hash":"') + 64 + len('"}')
 _ID_ADAPTER: TypeAdapter[ActionId] = TypeAdapter(ActionId)
 
 
-@dataclass(frozen=True, slots=True)
+# RawRecord and Record are built once per record read, so they are plain
+# (not frozen) slotted dataclasses: a frozen one costs several times more to
+# build. Treat them as read-only all the same.
+
+
+@dataclass(slots=True)
 class RawRecord:
-    """A record as stored: the body is the encoded JSON, not yet decoded."""
+    """A record as stored: the body is the encoded JSON, not yet decoded (read-only)."""
 
     stream: str
     version: int
@@ -76,9 +81,9 @@ class RawSnapshot:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record(Generic[I, A, R, U]):
-    """A decoded record: one accepted input and the actions it emitted."""
+    """A decoded record: one accepted input and the actions it emitted (read-only)."""
 
     stream: str
     version: int
@@ -139,13 +144,21 @@ class Codec(Generic[I, A, R, U]):
     def __init__(self, types: MachineTypes, schema: Schema | None = None) -> None:
         self.types = types
         self.schema = schema or Schema(types.machine, {}, {})
-        action_item = Annotated[
+        action_item: Any = Annotated[
             Union[  # noqa: UP007
                 Annotated[Tracked[types.tracked_action], Tag("t")],  # type: ignore[name-defined]
                 Annotated[Untracked[types.untracked_action], Tag("u")],  # type: ignore[name-defined]
             ],
             Discriminator(_action_kind),
         ]
+        # Encoding always goes through the union, so a tracked action in a machine
+        # without any, or an undeclared type, is refused by name. Decoding a
+        # machine without tracked actions needs no discriminator per action: a
+        # tracked entry fails as an untracked one (an unexpected "id" field).
+        stored_item: Any = (
+            action_item if types.declares_tracked else Untracked[types.untracked_action]  # type: ignore[name-defined]
+        )
+        self._actions_decoder: TypeAdapter[list[Any]] = TypeAdapter(list[stored_item])
         self._actions_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[action_item])
         self._input_adapter: TypeAdapter[Any] = TypeAdapter(types.input)
         self._result_adapter: TypeAdapter[Any] = TypeAdapter(types.tracked_result)
@@ -159,7 +172,7 @@ class Codec(Generic[I, A, R, U]):
                 f"{types.machine}{tag}Body",
                 __config__=config,
                 input=(tp, ...),
-                actions=(list[action_item], ...),
+                actions=(list[stored_item], ...),
                 meta=(Metadata, ...),
                 hash=(str, ...),
             )
@@ -172,10 +185,27 @@ class Codec(Generic[I, A, R, U]):
             __config__=config,
             id=(ActionId, ...),
             result=(types.tracked_result, ...),
-            actions=(list[action_item], ...),
+            actions=(list[stored_item], ...),
             meta=(Metadata, ...),
             hash=(str, ...),
         )
+
+        # A machine without tracked actions needs nothing from a record's
+        # actions to fold its state: loading skips validating them (replay
+        # checks and ``decode`` still validate everything).
+        self._fold_bodies: dict[str, type[BaseModel]] | None = None
+        if not types.declares_tracked:
+            lenient = ConfigDict(extra="ignore")
+            self._fold_bodies = {
+                self.schema.current_tag(tag): create_model(
+                    f"{types.machine}{tag}FoldBody",
+                    __config__=lenient,
+                    input=(tp, ...),
+                    meta=(Metadata, ...),
+                    hash=(str, ...),
+                )
+                for tag, tp in types.input_tags.items()
+            }
 
     # -- validation at the edge ---------------------------------------------------
 
@@ -230,7 +260,7 @@ class Codec(Generic[I, A, R, U]):
                 f"that is not of a declared action type: {exc}"
             ) from exc
         self._check_reads_back(
-            stream, self._actions_adapter, actions_json, list(actions), "actions"
+            stream, self._actions_decoder, actions_json, list(actions), "actions"
         )
         meta_json = _metadata_json(input.meta)
         if isinstance(input, Normal):
@@ -287,7 +317,7 @@ class Codec(Generic[I, A, R, U]):
         try:
             if body_model is not None:
                 tag = raw.tag
-                body: Any = body_model.model_validate_json(raw.body)
+                body: Any = body_model.__pydantic_validator__.validate_json(raw.body)
             else:
                 tag, body_model, data = self._upcast(raw)
                 body = body_model.model_validate(data)
@@ -305,6 +335,35 @@ class Codec(Generic[I, A, R, U]):
             inp = Normal(body.input, body.meta)
         return Record(
             raw.stream, raw.version, raw.position, raw.tag, inp, tuple(body.actions), body.hash
+        )
+
+    def decode_for_fold(self, raw: RawRecord) -> Record[I, A, R, U]:
+        """Decode what folding needs: as :meth:`decode`, but for a machine that
+        declares no tracked actions the record's untracked actions are left out
+        (empty) and not validated; :meth:`decode`, replay checks and
+        ``fasm_es.verify`` still see them."""
+        fold_model = self._fold_bodies.get(raw.tag) if self._fold_bodies is not None else None
+        if fold_model is None or b'{"id":' in raw.body:
+            # A tracked entry where none can be would change what the fold
+            # means: decode it fully, so it is reported as corrupt.
+            return self.decode(raw)
+        try:
+            body: Any = fold_model.__pydantic_validator__.validate_json(raw.body)
+        except ValidationError as exc:
+            raise CorruptRecord(
+                raw.stream,
+                raw.version,
+                f"body of record type {raw.tag!r} does not match machine "
+                f"{self.types.machine}'s declaration: {exc}",
+            ) from exc
+        return Record(
+            raw.stream,
+            raw.version,
+            raw.position,
+            raw.tag,
+            Normal(body.input, body.meta),
+            (),
+            body.hash,
         )
 
     def _upcast(self, raw: RawRecord) -> tuple[str, type[BaseModel], Any]:

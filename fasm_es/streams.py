@@ -93,7 +93,9 @@ class Streams(Generic[S, I, A, R, U]):
         """
         start = self._load_snapshot(stream, at) if self.machine.snapshot_every else None
         after = start.version if start is not None else 0
-        return fold(self.machine, stream, self.records(stream, after=after, upto=at), start)
+        decode = self.codec.decode_for_fold
+        raws = self.store.read_stream(stream, after=after, upto=at)
+        return fold(self.machine, stream, map(decode, raws), start)
 
     def _load_snapshot(self, stream: str, at: int | None) -> StreamState[S, A] | None:
         raw = self.store.load_snapshot(stream, at=at)

@@ -76,8 +76,10 @@ class SQLiteBackend:
     def _query(self, statement: str, params: Sequence[Any]) -> list[Any]:
         try:
             with self.datastore.transaction(commit=False) as c:
-                c.execute(statement, params)
-                return c.fetchall()  # type: ignore[no-any-return]
+                cursor = c.sqlite_cursor
+                cursor.row_factory = None  # plain tuples: the pool's Row factory costs per row
+                cursor.execute(statement, params)
+                return cursor.fetchall()
         except PersistenceError as exc:
             raise StoreError(f"SQLite file {self.path!r}: {exc}") from exc
 
