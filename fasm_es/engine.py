@@ -45,7 +45,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -128,7 +128,8 @@ class Engine(Generic[S, I, A, R, U]):
     :class:`~fasm_es.timers.Timer` actions need none. ``retry`` and ``rng``
     shape handler retries (``rng`` makes the jitter reproducible).
     ``checkpoints`` is where the outstanding index and subscriber positions
-    are saved (default: the store itself). ``on_commit(records)`` is called
+    are saved (default: the store itself). ``executor`` runs plain handlers
+    and the store writer (default: thread pools of the engine's own). ``on_commit(records)`` is called
     after each transaction, before its actions are dispatched and its callers
     answered. Use as ``async with Engine(...) as engine`` (or ``start``/``stop``).
     """
@@ -150,6 +151,7 @@ class Engine(Generic[S, I, A, R, U]):
         checkpoints: Checkpoints | None = None,
         checkpoint_interval: float = 60.0,
         handler_threads: int = 16,
+        executor: Executor | None = None,
         stop_timeout: float = 5.0,
         on_commit: Callable[[Sequence[Record[I, A, R, U]]], None] | None = None,
     ) -> None:
@@ -171,7 +173,9 @@ class Engine(Generic[S, I, A, R, U]):
         self.checkpoint_interval = checkpoint_interval
         self.stop_timeout = stop_timeout
         self._on_commit_hook = on_commit
-        self._executor = ThreadPoolExecutor(handler_threads, thread_name_prefix="fasm-es-handler")
+        self._executor: Executor = executor or ThreadPoolExecutor(
+            handler_threads, thread_name_prefix="fasm-es-handler"
+        )
         self._rng = rng or random.Random()
         self._policy = retry or RetryPolicy()
         self._commits = GroupCommit(
@@ -180,6 +184,7 @@ class Engine(Generic[S, I, A, R, U]):
             max_batch=max_batch,
             conflict_retries=conflict_retries,
             idempotency_window=idempotency_window,
+            executor=executor,
         )
         self._dispatcher = Dispatcher(
             self._complete_from_handler,

@@ -31,7 +31,7 @@ import asyncio
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -141,6 +141,7 @@ class GroupCommit:
         max_batch: int = 512,
         conflict_retries: int = 5,
         idempotency_window: int = 1000,
+        executor: Executor | None = None,
     ) -> None:
         if max_batch < 1 or conflict_retries < 0:
             raise ValueError("max_batch must be >= 1 and conflict_retries >= 0")
@@ -152,7 +153,11 @@ class GroupCommit:
         self.ignored: deque[CompletionNotOutstanding] = deque(maxlen=IGNORED_KEPT)
         self._on_commit = on_commit
         self._queue: deque[Submission] = deque()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fasm-es-writer")
+        # One writer thread serialises store access; a caller may supply its own
+        # executor (the simulator runs everything inline on one thread).
+        self._executor: Executor = executor or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="fasm-es-writer"
+        )
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar, Union
 
@@ -53,6 +54,7 @@ GENESIS = ""
 COMPLETED_TAG = "Completed"
 _HASH_SUFFIX_LEN = len(',"hash":"') + 64 + len('"}')
 _ID_ADAPTER: TypeAdapter[ActionId] = TypeAdapter(ActionId)
+_CODECS: weakref.WeakKeyDictionary[type, Codec[Any, Any, Any, Any]] = weakref.WeakKeyDictionary()
 
 
 # RawRecord and Record are built once per record read, so they are plain
@@ -139,7 +141,20 @@ def _metadata_json(meta: Metadata) -> bytes:
 
 
 class Codec(Generic[I, A, R, U]):
-    """Encodes and decodes one machine's records through its declared types."""
+    """Encodes and decodes one machine's records through its declared types.
+
+    Building one compiles pydantic validators; :meth:`for_machine` keeps one
+    per machine class.
+    """
+
+    @classmethod
+    def for_machine(cls, machine: Any) -> Codec[Any, Any, Any, Any]:
+        """The (shared) codec of ``machine``'s class."""
+        machine_cls = type(machine)
+        codec = _CODECS.get(machine_cls)
+        if codec is None or codec.types is not machine_cls.types:
+            codec = _CODECS[machine_cls] = cls(machine_cls.types, machine_cls.schema)
+        return codec
 
     def __init__(self, types: MachineTypes, schema: Schema | None = None) -> None:
         self.types = types

@@ -12,6 +12,7 @@ like any record tag, with upcasters for old shapes.
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
@@ -33,8 +34,20 @@ def _id_order(action_id: ActionId) -> tuple[str, str | int]:
     return (type(action_id).__name__, action_id)
 
 
+_CODECS: weakref.WeakKeyDictionary[type, SnapshotCodec[Any, Any]] = weakref.WeakKeyDictionary()
+
+
 class SnapshotCodec(Generic[S, A]):
-    """Encodes and decodes one machine's snapshots."""
+    """Encodes and decodes one machine's snapshots (:meth:`for_machine` shares one per class)."""
+
+    @classmethod
+    def for_machine(cls, machine: Any) -> SnapshotCodec[Any, Any]:
+        """The (shared) snapshot codec of ``machine``'s class."""
+        machine_cls = type(machine)
+        codec = _CODECS.get(machine_cls)
+        if codec is None or codec.types is not machine_cls.types:
+            codec = _CODECS[machine_cls] = cls(machine_cls.types, machine_cls.schema)
+        return codec
 
     def __init__(self, types: MachineTypes, schema: Schema) -> None:
         self.types = types

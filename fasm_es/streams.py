@@ -68,8 +68,8 @@ class Streams(Generic[S, I, A, R, U]):
         self.machine = machine
         self.store = store
         self.clock: Clock = clock or SystemClock()
-        self.codec: Codec[I, A, R, U] = Codec(machine.types, machine.schema)
-        self.snapshots: SnapshotCodec[S, A] = SnapshotCodec(machine.types, machine.schema)
+        self.codec: Codec[I, A, R, U] = Codec.for_machine(machine)
+        self.snapshots: SnapshotCodec[S, A] = SnapshotCodec.for_machine(machine)
         self.cache_size = cache_size
         self.conflict_retries = conflict_retries
         self._cache: OrderedDict[str, StreamState[S, A]] = OrderedDict()
@@ -138,6 +138,12 @@ class Streams(Generic[S, I, A, R, U]):
             return self.load(stream, at=at).state
         with self._lock:
             return copy.deepcopy(self._current(stream).state)
+
+    def peek(self, stream: str) -> S:
+        """The held state itself, without a copy: for read-only inspection (tests,
+        simulation). Mutating it would corrupt the cache."""
+        with self._lock:
+            return self._current(stream).state
 
     def version(self, stream: str) -> int:
         """The stream's current version (0 when it has no records)."""

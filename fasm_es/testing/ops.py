@@ -1,0 +1,90 @@
+"""The steps of a simulation, as data: a run is a list of these, so it can be shrunk and replayed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+CrashPoint = Literal["before_append", "after_append"]
+Outcome = Literal["ok", "fail", "lose", "crash"]
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """Submit ``value`` to ``stream``; with ``crash``, the engine dies at that point of the commit."""
+
+    stream: str
+    value: Any
+    crash: CrashPoint | None = None
+
+    def describe(self) -> str:
+        where = f" (engine killed {self.crash.replace('_', ' ')})" if self.crash else ""
+        return f"submit {self.stream!r} {self.value!r}{where}"
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Answer the ``pick``-th waiting request (modulo how many wait) with ``outcome``.
+
+    ``ok``: the world answers; ``fail``: the handler call fails (the engine
+    retries); ``lose``: the answer never arrives; ``crash``: the world applies
+    the action, then the engine dies before it hears the answer.
+    """
+
+    pick: int
+    outcome: Outcome
+
+    def describe(self) -> str:
+        return f"deliver request #{self.pick} ({self.outcome})"
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """Deliver again the ``pick``-th completion delivered so far (modulo their number)."""
+
+    pick: int
+
+    def describe(self) -> str:
+        return f"deliver completion #{self.pick} again"
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    """Deliver the ``pick``-th answer orphaned by a crash to the restarted engine."""
+
+    pick: int
+
+    def describe(self) -> str:
+        return f"deliver orphaned answer #{self.pick} late"
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    """Kill the engine between steps, then restart it from the log."""
+
+    def describe(self) -> str:
+        return "kill the engine and restart it"
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A second writer submits ``value`` to ``stream`` behind the engine's back."""
+
+    stream: str
+    value: Any
+
+    def describe(self) -> str:
+        return f"second writer submits {self.stream!r} {self.value!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """Let ``seconds`` of virtual time pass (timers and retry backoffs fire)."""
+
+    seconds: float
+
+    def describe(self) -> str:
+        return f"advance time {self.seconds:g}s"
+
+
+Op: TypeAlias = Submit | Deliver | Duplicate | Late | Crash | Conflict | Advance

@@ -1,0 +1,105 @@
+"""Watching an STF from the inside: determinism, and fasm's atomicity rule.
+
+:func:`probe` returns the user's machine with its ``stf`` wrapped. Every
+``every``-th call runs the STF first on a deep copy of the state and then for
+real, and compares the two outcomes (state after, actions, rejection): an STF
+that reads the wall clock, draws from an unseeded generator or iterates in an
+order that varies gives two different outcomes and is reported. When a sampled
+call rejects after changing the state, that is noted as a finding: fasm-es
+keeps its promise regardless (the state is refolded), but under fasm's own
+rules such an STF would corrupt in-memory state.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fasm_es.actions import Actions
+from fasm_es.errors import MachineError, Rejection
+from fasm_es.machine import StateMachine, drive
+
+
+class NondeterministicStf(MachineError):
+    """The STF gave two different outcomes for the same input on equal states."""
+
+
+@dataclass
+class Findings:
+    """What the probe noticed that is worth telling but is not a failure."""
+
+    mutates_before_rejecting: list[str] = field(default_factory=list)
+    probed_calls: int = 0
+
+
+def _outcome(
+    stf: Callable[..., Any], machine: StateMachine[Any, Any, Any, Any, Any], state: Any, inp: Any
+) -> tuple[Any, tuple[Any, ...], str | None]:
+    actions: Actions[Any, Any] = machine.new_actions()
+    try:
+        drive(stf(machine, state, inp, actions), machine.name, "stf")
+    except Exception as exc:
+        return state, actions.to_tuple(), f"{type(exc).__name__}: {exc}"
+    return state, actions.to_tuple(), None
+
+
+def _differences(first: tuple[Any, ...], second: tuple[Any, ...]) -> str | None:
+    for label, a, b in zip(("state", "actions", "outcome"), first, second, strict=True):
+        if a != b:
+            return f"{label}: first run {a!r}, second run {b!r}"
+    return None
+
+
+def probe(
+    machine: StateMachine[Any, Any, Any, Any, Any], every: int, findings: Findings
+) -> StateMachine[Any, Any, Any, Any, Any]:
+    """A machine like ``machine`` whose every ``every``-th STF call is double-checked."""
+    original = type(machine).stf
+    calls = itertools.count()
+
+    def stf(self: StateMachine[Any, Any, Any, Any, Any], state: Any, inp: Any, actions: Any) -> Any:
+        if every > 0 and next(calls) % every == 0:
+            findings.probed_calls += 1
+            before = copy.deepcopy(state)
+            trial = _outcome(original, self, copy.deepcopy(state), inp)
+            real_actions: Actions[Any, Any] = self.new_actions()
+            try:
+                drive(original(self, state, inp, real_actions), self.name, "stf")
+            except Exception as exc:
+                real = (state, real_actions.to_tuple(), f"{type(exc).__name__}: {exc}")
+                _compare(self, inp, trial, real)
+                if isinstance(exc, Rejection) and state != before:
+                    findings.mutates_before_rejecting.append(
+                        f"{type(exc).__name__} after changing state, for input {inp!r}"
+                    )
+                raise
+            _compare(self, inp, trial, (state, real_actions.to_tuple(), None))
+            for action in real_actions:
+                actions.add(action)
+            return None
+        return original(self, state, inp, actions)
+
+    probed = type(
+        f"Probed{type(machine).__name__}", (type(machine),), {"stf": stf, "name": machine.name}
+    )
+    instance = copy.copy(machine)
+    instance.__class__ = probed
+    return instance
+
+
+def _compare(
+    machine: StateMachine[Any, Any, Any, Any, Any],
+    inp: Any,
+    trial: tuple[Any, ...],
+    real: tuple[Any, ...],
+) -> None:
+    difference = _differences(trial, real)
+    if difference is not None:
+        raise NondeterministicStf(
+            f"machine {machine.name}: the STF is not deterministic: the same input {inp!r} on "
+            f"equal states gave different results ({difference}); read time from "
+            "input.meta.accepted_at, randomness from state, and iterate in a fixed order"
+        )

@@ -1,0 +1,578 @@
+"""The simulator: the real engine, an in-memory store, virtual time, one seeded RNG.
+
+One run is a sequence of steps (:mod:`fasm_es.testing.ops`) chosen by a
+``random.Random(seed)``: submit a generated input, answer a waiting tracked
+action (or fail it, lose it, or die while it is being answered), deliver a
+completion twice or late, kill and restart the engine, let a second writer
+append, let time pass. The engine is :class:`fasm_es.Engine` itself, on a
+:class:`~fasm_es.testing.virtual.VirtualEventLoop` with every "blocking"
+call run inline, so the same seed gives the same run, byte for byte.
+
+A kill abandons the engine's event loop where it stands (no cleanup runs, as
+with SIGKILL); a new engine then starts on the same store and restores.
+After each step the simulator checks, with no user code:
+
+- ``rejection``: after a rejected input, the engine's state equals the fold of the log;
+- ``invalid-input``: an invalid payload appended nothing;
+- ``replay``: the log folds to the engine's live state and every record re-emits
+  its recorded actions (every ``replay_every`` steps and at the end);
+- ``completion-once``: no completion reached the STF for an id that was not
+  outstanding (each id is completed at most once in the log);
+- ``restore``: after a restart, the machine's restore covers every outstanding
+  tracked id, re-issues none that is completed, and the engine dispatched them all;
+- ``determinism``: sampled STF calls give equal outcomes on equal states;
+- ``invariant``: the user's invariants, on the stream the step touched (all at the end);
+- ``engine``: anything else the engine raised is a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fasm_es.actions import Tracked
+from fasm_es.engine import Engine
+from fasm_es.errors import (
+    CompletionNotOutstanding,
+    ConcurrencyConflict,
+    InvalidInput,
+    MachineError,
+    Rejection,
+    ReplayDivergence,
+)
+from fasm_es.fold import StreamState, apply_record, initial, restore_actions
+from fasm_es.inputs import ActionId, Completed
+from fasm_es.machine import StateMachine
+from fasm_es.record import EncodedRecord
+from fasm_es.store import EventStore, open_store
+from fasm_es.streams import Streams
+from fasm_es.testing.ops import (
+    Advance,
+    Conflict,
+    Crash,
+    Deliver,
+    Duplicate,
+    Late,
+    Op,
+    Outcome,
+    Submit,
+)
+from fasm_es.testing.probe import Findings, NondeterministicStf, probe
+from fasm_es.testing.spec import Simulation
+from fasm_es.testing.virtual import InlineExecutor, VirtualClock, VirtualEventLoop
+from fasm_es.timers import Timer
+
+SETTLE_ROUNDS = 10_000
+
+
+class SimulatedCrash(Exception):
+    """The simulated engine process dies here."""
+
+
+class SimulatedFailure(Exception):
+    """A simulated outside system fails this call."""
+
+
+class CheckFailed(Exception):
+    """An automatic check or a user invariant does not hold."""
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(f"{check}: {message}")
+        self.check = check
+        self.message = message
+
+
+@dataclass
+class RunStats:
+    """Counts of what one or more runs exercised."""
+
+    steps: int = 0
+    submitted: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    invalid: int = 0
+    conflicts: int = 0
+    delivered: int = 0
+    failed_calls: int = 0
+    lost: int = 0
+    duplicates_refused: int = 0
+    late_refused: int = 0
+    late_accepted: int = 0
+    crashes: int = 0
+    second_writer: int = 0
+    time_jumps: int = 0
+    replay_checks: int = 0
+
+    def add(self, other: RunStats) -> None:
+        """Add ``other``'s counts to these."""
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class _CrashableStore(EventStore):
+    """The shared in-memory store, able to kill the engine around one append."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner.backend, inner.url)
+        self.crash_at: str | None = None
+
+    def append(self, records: Sequence[EncodedRecord]) -> list[int]:
+        point, self.crash_at = self.crash_at, None
+        if point == "before_append":
+            raise SimulatedCrash("killed before the append")
+        positions = super().append(records)
+        if point == "after_append":
+            raise SimulatedCrash("killed after the append, before anything was dispatched")
+        return positions
+
+
+@dataclass
+class _Request:
+    life: int
+    stream: str
+    action_id: ActionId
+    action: Any
+    attempt: int
+    future: asyncio.Future[Any]
+
+
+@dataclass
+class _Life:
+    number: int
+    loop: VirtualEventLoop
+    engine: Engine[Any, Any, Any, Any, Any]
+    dispatched: list[tuple[str, ActionId]] = field(default_factory=list)
+
+
+class Run:
+    """One simulation run: a seed (generating steps) or a fixed list of steps (replaying them)."""
+
+    def __init__(
+        self,
+        spec: Simulation[Any],
+        seed: int,
+        steps: int,
+        *,
+        ops: Sequence[Op] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.seed = seed
+        self.steps = steps if ops is None else len(ops)
+        self.fixed_ops = list(ops) if ops is not None else None
+        self.rng = random.Random(seed)
+        self.findings = Findings()
+        self.machine = spec.machine()
+        self.probed = probe(self.machine, spec.determinism_every, self.findings)
+        self.world = spec.world()
+        self.clock = VirtualClock(spec.start)
+        self.store = _CrashableStore(open_store("memory://"))
+        self.second_writer = Streams(spec.machine(), self.store, clock=self.clock)
+        self.stats = RunStats()
+        self.trace: list[Op] = []
+        self.pending: list[_Request] = []
+        self.delivered: list[tuple[str, ActionId, Any]] = []
+        self.orphans: list[tuple[str, ActionId, Any]] = []
+        self.attempts: dict[tuple[str, ActionId], int] = {}
+        self._graveyard: list[Any] = []
+        self._folds: dict[str, StreamState[Any, Any]] = {}
+        self._killed = False
+        self.life = self._start_life(0)
+
+    # -- engine lives ---------------------------------------------------------------
+
+    def _start_life(self, number: int) -> _Life:
+        loop = VirtualEventLoop()
+        loop.set_default_executor(InlineExecutor())
+        self.clock.attach(loop)
+        engine: Engine[Any, Any, Any, Any, Any] = Engine(
+            self.probed,
+            self.store,
+            handlers={object: self._handle},
+            clock=self.clock,
+            rng=random.Random(f"{self.seed}/engine/{number}"),
+            executor=InlineExecutor(),
+            checkpoint_interval=10**9,
+        )
+        life = _Life(number, loop, engine)
+        self.life = life
+        loop.run_until_complete(engine.start())
+        self._settle()
+        return life
+
+    def _kill(self) -> None:
+        """Abandon the engine's loop where it stands: nothing of it runs again."""
+        old = self.life
+        tasks = asyncio.all_tasks(old.loop)
+        _silence(tasks)
+        # Keep the abandoned coroutines referenced: collecting them would run
+        # their cleanup code, which a killed process never does.
+        self._graveyard.append((old.loop, tasks, old.engine))
+        self.pending = [r for r in self.pending if r.life != old.number]
+        self.stats.crashes += 1
+        self._killed = True
+        self.life = self._start_life(old.number + 1)
+        self._check_restore()
+
+    async def _handle(self, action: Any, key: Any) -> Any:
+        """The engine's handler for every tracked action: wait for the simulator to answer."""
+        life = self.life
+        life.dispatched.append((key.stream, key.action_id))
+        attempt = self.attempts.get((key.stream, key.action_id), 0) + 1
+        self.attempts[(key.stream, key.action_id)] = attempt
+        future: asyncio.Future[Any] = life.loop.create_future()
+        self.pending.append(
+            _Request(life.number, key.stream, key.action_id, action, attempt, future)
+        )
+        return await future
+
+    def _run(self, coro: Any) -> Any:
+        return self.life.loop.run_until_complete(coro)
+
+    def _settle(self) -> None:
+        """Let the engine finish what the last step started (in zero virtual time)."""
+
+        loop = self.life.loop
+
+        async def settle() -> None:
+            for _ in range(SETTLE_ROUNDS):
+                await asyncio.sleep(0)
+                if loop.quiescent():
+                    return
+
+        self._run(settle())
+
+    # -- choosing steps -------------------------------------------------------------
+
+    def _next_op(self) -> Op:
+        f, r = self.spec.faults, self.rng
+        choices: list[tuple[str, float]] = [("submit", 1.0)]
+        if self.pending:
+            choices.append(("deliver", 1.0 - f.delay))
+        if self.delivered:
+            choices.append(("duplicate", f.duplicate))
+        if self.orphans:
+            choices.append(("late", 0.3))
+        choices += [("crash", f.crash), ("conflict", f.conflict), ("advance", f.time_jump)]
+        total = sum(w for _, w in choices)
+        point = r.random() * total
+        kind = choices[-1][0]
+        for name, weight in choices:
+            if point < weight:
+                kind = name
+                break
+            point -= weight
+        if kind == "submit":
+            stream = r.choice(list(self.spec.streams))
+            value = self.spec.inputs(r, stream, self.life.engine.streams.peek(stream))
+            crash = r.choice(("before_append", "after_append")) if r.random() < f.crash else None
+            return Submit(stream, value, crash)  # type: ignore[arg-type]
+        if kind == "deliver":
+            roll = r.random()
+            outcome: Outcome = "ok"
+            for name, rate in (
+                ("fail", f.action_failure),
+                ("lose", f.loss),
+                ("crash", f.crash),
+            ):
+                if roll < rate:
+                    outcome = name  # type: ignore[assignment]
+                    break
+                roll -= rate
+            return Deliver(r.randrange(1 << 30), outcome)
+        if kind == "duplicate":
+            return Duplicate(r.randrange(1 << 30))
+        if kind == "late":
+            return Late(r.randrange(1 << 30))
+        if kind == "crash":
+            return Crash()
+        if kind == "conflict":
+            stream = r.choice(list(self.spec.streams))
+            return Conflict(stream, self.spec.inputs(r, stream, self._log_state(stream)))
+        return Advance(round(r.uniform(0.001, f.max_jump_seconds), 3))
+
+    # -- running --------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run every step, checking as it goes; raises :class:`CheckFailed` at the first failure.
+
+        The engine's own log messages (retries, stuck actions) are expected here
+        by the thousand: they are silenced for the run.
+        """
+        engine_log = logging.getLogger("fasm_es")
+        level = engine_log.level
+        engine_log.setLevel(logging.CRITICAL)
+        try:
+            self._run_steps()
+        finally:
+            engine_log.setLevel(level)
+            self.close()
+
+    def _run_steps(self) -> None:
+        for step in range(self.steps):
+            op = self.fixed_ops[step] if self.fixed_ops is not None else self._next_op()
+            self.trace.append(op)
+            self.stats.steps += 1
+            self._killed = False
+            touched = self._execute(op)
+            if self._killed:  # a restart may break what held before it
+                for stream in self.spec.streams:
+                    self._check_invariants(stream)
+            elif touched is not None:
+                self._check_invariants(touched)
+            if self.spec.replay_every and (step + 1) % self.spec.replay_every == 0:
+                self._check_replay()
+        self._check_replay()
+        for stream in self.spec.streams:
+            self._check_invariants(stream)
+
+    def _execute(self, op: Op) -> str | None:
+        try:
+            if isinstance(op, Submit):
+                return self._submit(op)
+            if isinstance(op, Deliver):
+                return self._deliver(op)
+            if isinstance(op, Duplicate):
+                return self._duplicate(op)
+            if isinstance(op, Late):
+                return self._late(op)
+            if isinstance(op, Crash):
+                self._kill()
+                return None
+            if isinstance(op, Conflict):
+                return self._conflict(op)
+            self.stats.time_jumps += 1
+            self._run(asyncio.sleep(op.seconds))
+            self._settle()
+            return None
+        except NondeterministicStf as exc:
+            raise CheckFailed("determinism", str(exc)) from exc
+        except CheckFailed:
+            raise
+        except MachineError as exc:
+            raise CheckFailed("machine", str(exc)) from exc
+        except Exception as exc:
+            raise CheckFailed("engine", f"{type(exc).__name__}: {exc}") from exc
+
+    def _submit(self, op: Submit) -> str | None:
+        if op.value is None:
+            return None
+        self.stats.submitted += 1
+        before = self.store.last_version(op.stream)
+        self.store.crash_at = op.crash
+        try:
+            self._run(self.life.engine.submit(op.stream, op.value, actor="simulator"))
+        except SimulatedCrash:
+            self._kill()
+            return op.stream
+        except InvalidInput:
+            self.stats.invalid += 1
+            if self.store.last_version(op.stream) != before:
+                raise CheckFailed("invalid-input", "an invalid input appended a record") from None
+            return None
+        except Rejection:
+            self.stats.rejected += 1
+            self._check_rejection(op.stream, before)
+            return op.stream
+        except ConcurrencyConflict:
+            self.stats.conflicts += 1
+            return op.stream
+        finally:
+            self.store.crash_at = None
+        self.stats.accepted += 1
+        self._settle()
+        return op.stream
+
+    def _deliver(self, op: Deliver) -> str | None:
+        if not self.pending:
+            return None
+        request = self.pending.pop(op.pick % len(self.pending))
+        if request.future.done():
+            return None
+        if op.outcome == "lose":
+            self.stats.lost += 1
+            return None
+        if op.outcome == "fail":
+            self.stats.failed_calls += 1
+            request.future.set_exception(SimulatedFailure("the outside system failed"))
+            self._settle()
+            return request.stream
+        rng = random.Random(f"{self.seed}/{request.stream}/{request.action_id}/{request.attempt}")
+        try:
+            result = self.world.answer(request.stream, request.action_id, request.action, rng)
+        except Exception as exc:
+            self.stats.failed_calls += 1
+            request.future.set_exception(exc)
+            self._settle()
+            return request.stream
+        if op.outcome == "crash":
+            self.orphans.append((request.stream, request.action_id, result))
+            self._kill()
+            return request.stream
+        self.stats.delivered += 1
+        request.future.set_result(result)
+        self.delivered.append((request.stream, request.action_id, result))
+        self._settle()
+        return request.stream
+
+    def _complete(self, stream: str, action_id: ActionId, result: Any) -> bool:
+        """Deliver a completion from outside; True if accepted, False if refused as not outstanding."""
+        try:
+            self._run(self.life.engine.complete(stream, action_id, result, actor="simulator"))
+        except CompletionNotOutstanding:
+            return False
+        except Rejection:
+            self._check_rejection(stream, self.store.last_version(stream))
+            return False
+        self._settle()
+        return True
+
+    def _duplicate(self, op: Duplicate) -> str | None:
+        if not self.delivered:
+            return None
+        stream, action_id, result = self.delivered[op.pick % len(self.delivered)]
+        if not self._complete(stream, action_id, result):
+            self.stats.duplicates_refused += 1
+        return stream
+
+    def _late(self, op: Late) -> str | None:
+        if not self.orphans:
+            return None
+        stream, action_id, result = self.orphans.pop(op.pick % len(self.orphans))
+        if self._complete(stream, action_id, result):
+            self.stats.late_accepted += 1
+        else:
+            self.stats.late_refused += 1
+        return stream
+
+    def _conflict(self, op: Conflict) -> str | None:
+        if op.value is None:
+            return None
+        self.stats.second_writer += 1
+        try:
+            self.second_writer.submit(op.stream, op.value, actor="second-writer")
+        except (Rejection, InvalidInput, ConcurrencyConflict):
+            pass
+        finally:
+            self.second_writer.forget()
+        return op.stream
+
+    # -- checks ---------------------------------------------------------------------
+
+    def _fold_log(self, stream: str) -> StreamState[Any, Any]:
+        """The fold of ``stream``'s log so far, checking actions and completions on the way.
+
+        Kept between checks and extended by the new records only: the log only grows.
+        """
+        current = self._folds.get(stream)
+        if current is None:
+            current = self._folds[stream] = initial(self.machine, stream)
+        actions = self.machine.new_actions()
+        for record in self.second_writer.records(stream, after=current.version):
+            inp = record.input
+            if isinstance(inp, Completed) and inp.id not in current.outstanding:
+                raise CheckFailed(
+                    "completion-once",
+                    f"stream {stream!r} version {record.version}: a completion for "
+                    f"{inp.id!r} reached the STF although that id was not outstanding",
+                )
+            try:
+                apply_record(self.machine, current, record, actions, check_actions=True)
+            except ReplayDivergence as exc:
+                raise CheckFailed("replay", str(exc)) from exc
+        return current
+
+    def _log_state(self, stream: str) -> Any:
+        return self._fold_log(stream).state
+
+    def _check_rejection(self, stream: str, version_before: int) -> None:
+        if self.store.last_version(stream) != version_before:
+            raise CheckFailed("rejection", f"stream {stream!r}: a rejected input appended a record")
+        live = self.life.engine.streams.peek(stream)
+        folded = self._fold_log(stream).state
+        if live != folded:
+            raise CheckFailed(
+                "rejection",
+                f"stream {stream!r}: after a rejection the engine holds {live!r} "
+                f"but the log folds to {folded!r}",
+            )
+
+    def _check_replay(self) -> None:
+        self.stats.replay_checks += 1
+        streams = self.life.engine.streams
+        for stream in self.spec.streams:
+            folded = self._fold_log(stream)
+            if streams.version(stream) != folded.version:
+                continue  # a second writer appended since: the engine reloads on next use
+            live = streams.peek(stream)
+            if live != folded.state:
+                raise CheckFailed(
+                    "replay",
+                    f"stream {stream!r} version {folded.version}: the live state {live!r} "
+                    f"differs from the fold of the log {folded.state!r}",
+                )
+
+    def _check_restore(self) -> None:
+        for stream in self.spec.streams:
+            folded = self._fold_log(stream)
+            if not folded.outstanding and not self.machine.has_restore:
+                continue
+            try:
+                emitted = restore_actions(self.machine, folded)
+            except MachineError as exc:
+                raise CheckFailed("restore", str(exc)) from exc
+            reissued = {a.id for a in emitted if isinstance(a, Tracked)}
+            timers = {i for i, a in folded.outstanding.items() if isinstance(a, Timer)}
+            forgotten = set(folded.outstanding) - reissued - timers
+            if forgotten:
+                raise CheckFailed(
+                    "restore",
+                    f"stream {stream!r}: restore does not re-issue outstanding tracked "
+                    f"action ids {sorted(map(repr, forgotten))}; they would never complete",
+                )
+            dispatched = {i for s, i in self.life.dispatched if s == stream}
+            missing = (reissued | timers) - dispatched - timers
+            if missing:
+                raise CheckFailed(
+                    "restore",
+                    f"stream {stream!r}: the engine did not dispatch restored ids "
+                    f"{sorted(map(repr, missing))} after the restart",
+                )
+
+    def _check_invariants(self, stream: str) -> None:
+        if not self.spec.invariants:
+            return
+        state = self.life.engine.streams.peek(stream)
+        for invariant in self.spec.invariants:
+            name = getattr(invariant, "__name__", repr(invariant))
+            try:
+                verdict = invariant(state)
+            except AssertionError as exc:
+                raise CheckFailed("invariant", f"{name} on stream {stream!r}: {exc}") from exc
+            if verdict is None or verdict is True or verdict == []:
+                continue
+            message = verdict if isinstance(verdict, str) else repr(verdict)
+            raise CheckFailed("invariant", f"{name} on stream {stream!r}: {message}")
+
+    def close(self) -> None:
+        """Abandon the last engine like the others (a run ends as if killed)."""
+        _silence(asyncio.all_tasks(self.life.loop))
+        self._graveyard.append((self.life.loop, self.life.engine))
+
+    def log_bytes(self) -> list[tuple[str, int, str, bytes]]:
+        """Every stored record as (stream, version, tag, body): for byte-for-byte comparisons."""
+        return [(r.stream, r.version, r.tag, r.body) for r in self.store.read_log()]
+
+
+def _silence(tasks: set[asyncio.Task[Any]]) -> None:
+    # Abandoned on purpose: asyncio need not warn that they never finished.
+    for task in tasks:
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
+
+
+def machine_of(spec: Simulation[Any]) -> StateMachine[Any, Any, Any, Any, Any]:
+    """A fresh machine from the spec (for messages)."""
+    return spec.machine()

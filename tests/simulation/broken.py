@@ -1,0 +1,132 @@
+"""Deliberately broken machines, each with a simulation spec the simulator must fail.
+
+Module-level names, so a failure's replay command can import them
+(``python -m fasm_es.testing broken:WALL_CLOCK ...`` run from this directory).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import Field
+
+from examples.coffee_shop.machine import CoffeeShop, LoyaltyAccount
+from examples.coffee_shop.simulation import SIMULATION as COFFEE
+from examples.coffee_shop.simulation import RewardsWorld, inputs
+from examples.counter import Counter, CounterState, Increment
+from fasm_es import Actions, Completed, Input, Normal, NoTracked, StateMachine
+from fasm_es.testing import Faults, Simulation
+
+
+class NoWorld:
+    """For machines without tracked actions: nothing is ever asked."""
+
+    def answer(self, stream: str, action_id: Any, action: Any, rng: random.Random) -> Any:
+        raise AssertionError("this machine emits no tracked actions")
+
+
+def increments(rng: random.Random, stream: str, state: Any) -> Increment:
+    return Increment(by=rng.randint(1, 3))
+
+
+# 1. An STF that reads the wall clock.
+
+
+class Stamped(CounterState):
+    last_seen: datetime | None = None
+
+
+class WallClockCounter(StateMachine[Stamped, Increment, NoTracked, NoTracked, NoTracked]):
+    def stf(
+        self, state: Stamped, input: Input[Increment, NoTracked], actions: Actions[Any, Any]
+    ) -> None:
+        assert isinstance(input, Normal)
+        state.value += input.value.by
+        state.last_seen = datetime.now(UTC)  # the bug: use input.meta.accepted_at
+
+
+WALL_CLOCK = Simulation(machine=WallClockCounter, inputs=increments, world=NoWorld)
+
+
+# 2. An STF that draws from an unseeded random generator.
+
+
+class Lottery(Counter):
+    def stf(self, state: CounterState, input: Any, actions: Any) -> None:
+        assert isinstance(input, Normal)
+        state.value += random.randint(1, 6)
+
+
+UNSEEDED_RANDOM = Simulation(machine=Lottery, inputs=increments, world=NoWorld)
+
+
+# 3. A restore that forgets a pending id.
+
+
+class ForgetfulShop(CoffeeShop):
+    def restore(self, state: LoyaltyAccount, actions: Actions[Any, Any]) -> None:
+        return None  # the bug: the redemption in flight is never checked again
+
+
+FORGETFUL_RESTORE = Simulation(
+    machine=ForgetfulShop,
+    inputs=inputs,
+    world=RewardsWorld,
+    invariants=COFFEE.invariants,
+    streams=COFFEE.streams,
+)
+
+
+# 4. An STF that ignores a completion, so its restore re-emits an action already completed.
+
+
+class DeafShop(CoffeeShop):
+    async def stf(self, state: LoyaltyAccount, input: Any, actions: Any) -> None:
+        if isinstance(input, Completed) and input.id % 2 == 0:
+            return  # the bug: this answer changes nothing, the redemption stays pending
+        await super().stf(state, input, actions)
+
+
+DEAF_TO_COMPLETIONS = Simulation(
+    machine=DeafShop,
+    inputs=inputs,
+    world=RewardsWorld,
+    streams=COFFEE.streams,
+)
+
+
+# 5. An invariant that breaks only after a crash and restore.
+
+
+class Mirrored(CounterState):
+    # The bug: a field left out of the stored encoding, so a state loaded
+    # from a snapshot after a restart has lost it.
+    mirror: int = Field(default=0, exclude=True)
+
+
+class MirrorCounter(StateMachine[Mirrored, Increment, NoTracked, NoTracked, NoTracked]):
+    snapshot_every = 3
+
+    def stf(
+        self, state: Mirrored, input: Input[Increment, NoTracked], actions: Actions[Any, Any]
+    ) -> None:
+        assert isinstance(input, Normal)
+        state.value += input.value.by
+        state.mirror += input.value.by
+
+
+def mirror_matches(state: Mirrored) -> str | None:
+    if state.mirror != state.value:
+        return f"mirror {state.mirror} != value {state.value}"
+    return None
+
+
+LOST_ON_RESTART = Simulation(
+    machine=MirrorCounter,
+    inputs=increments,
+    world=NoWorld,
+    invariants=[mirror_matches],
+    faults=Faults(crash=0.02),
+)
