@@ -1,4 +1,4 @@
-"""The steps of a simulation, as data: a run is a list of these, so it can be shrunk and replayed."""
+"""The steps of a simulation, as data: a run is a list of them, to shrink and replay."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ Outcome = Literal["ok", "fail", "lose", "crash"]
 
 @dataclass(frozen=True, slots=True)
 class Submit:
-    """Submit ``value`` to ``stream``; with ``crash``, the engine dies at that point of the commit."""
+    """Submit ``value`` to ``stream``; with ``crash`` the engine dies at that point of commit."""
 
     stream: str
     value: Any

@@ -419,7 +419,7 @@ class Run:
         return request.stream
 
     def _complete(self, stream: str, action_id: ActionId, result: Any) -> bool:
-        """Deliver a completion from outside; True if accepted, False if refused as not outstanding."""
+        """Deliver a completion from outside; True if accepted, False if refused."""
         try:
             self._run(self.life.engine.complete(stream, action_id, result, actor="simulator"))
         except CompletionNotOutstanding:
