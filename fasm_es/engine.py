@@ -129,9 +129,10 @@ class Engine(Generic[S, I, A, R, U]):
     shape handler retries (``rng`` makes the jitter reproducible).
     ``checkpoints`` is where the outstanding index and subscriber positions
     are saved (default: the store itself). ``executor`` runs plain handlers
-    and the store writer (default: thread pools of the engine's own). ``on_commit(records)`` is called
-    after each transaction, before its actions are dispatched and its callers
-    answered. Use as ``async with Engine(...) as engine`` (or ``start``/``stop``).
+    and the store writer (default: thread pools of the engine's own).
+    ``on_commit(records)`` is called after each transaction, before its
+    actions are dispatched and its callers answered. Use as
+    ``async with Engine(...) as engine`` (or ``start``/``stop``).
     """
 
     def __init__(
