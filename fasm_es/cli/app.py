@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 from fasm_es import __version__
 from fasm_es.streams import SnapshotWarning
 
-from . import audit, demo, inspection, replay, tracked
+from . import audit, demo, inspection, projections, replay, simulate, tracked
 from .output import DEBUG, ExitCode, one_line, report_error
 from .session import DbOption, DebugOption, JsonOption, MachineOption, remember_settings
 
@@ -182,6 +182,9 @@ app.command()(inspection.log)
 app.command()(inspection.state)
 app.command()(replay.replay)
 app.command()(tracked.outstanding)
+app.command()(tracked.stuck)
+app.command()(tracked.retry)
+app.command()(simulate.simulate)
 
 audit_app = typer.Typer(
     help="Verify the hash chains and export the audit trail.",
@@ -191,3 +194,15 @@ audit_app = typer.Typer(
 audit_app.command("verify")(audit.verify)
 audit_app.command("export")(audit.export)
 app.add_typer(audit_app, name="audit")
+
+projections_app = typer.Typer(
+    help="Run, inspect, reset and rebuild projections (read models) of the log.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+projections_app.command("status")(projections.status)
+projections_app.command("run")(projections.run)
+projections_app.command("reset")(projections.reset)
+projections_app.command("rebuild")(projections.rebuild)
+projections_app.command("skip")(projections.skip)
+app.add_typer(projections_app, name="projections")

@@ -28,6 +28,27 @@ Invariant = Callable[[Any], object]
 message, or a list of messages when it does not; or it raises ``AssertionError``."""
 
 
+def invariant_failure(check: Callable[[Any], object], state: Any) -> str | None:
+    """What is wrong according to ``check(state)``, or ``None`` when it holds.
+
+    A check holds when it returns ``None``, ``True`` or an empty list; it
+    fails when it returns ``False``, a message or a list of messages, or
+    raises ``AssertionError``: the convention of a
+    :class:`~fasm_es.testing.Simulation`'s invariants.
+    """
+    try:
+        verdict = check(state)
+    except AssertionError as exc:
+        return str(exc) or "assertion failed"
+    if verdict is None or verdict is True or verdict == []:
+        return None
+    if isinstance(verdict, str):
+        return verdict
+    if isinstance(verdict, list | tuple) and all(isinstance(v, str) for v in verdict):
+        return "; ".join(verdict)
+    return repr(verdict)
+
+
 class World(Protocol[A_contra, R_co]):
     """The outside systems: answers tracked actions, as a fake service would.
 

@@ -15,7 +15,7 @@ from pydantic import Field
 from examples.coffee_shop.machine import CoffeeShop, LoyaltyAccount
 from examples.coffee_shop.simulation import SIMULATION as COFFEE
 from examples.coffee_shop.simulation import RewardsWorld, inputs
-from examples.counter import Counter, CounterState, Increment
+from examples.counter import CounterState, Increment
 from fasm_es import Actions, Completed, Input, Normal, NoTracked, StateMachine
 from fasm_es.testing import Faults, Simulation
 
@@ -53,10 +53,17 @@ WALL_CLOCK = Simulation(machine=WallClockCounter, inputs=increments, world=NoWor
 # 2. An STF that draws from an unseeded random generator.
 
 
-class Lottery(Counter):
-    def stf(self, state: CounterState, input: Any, actions: Any) -> None:
+class Lucky(CounterState):
+    luck: float = 0.0
+
+
+class Lottery(StateMachine[Lucky, Increment, NoTracked, NoTracked, NoTracked]):
+    def stf(
+        self, state: Lucky, input: Input[Increment, NoTracked], actions: Actions[Any, Any]
+    ) -> None:
         assert isinstance(input, Normal)
-        state.value += random.randint(1, 6)
+        state.value += input.value.by
+        state.luck = random.random()  # the bug under test: unseeded randomness
 
 
 UNSEEDED_RANDOM = Simulation(machine=Lottery, inputs=increments, world=NoWorld)
