@@ -18,6 +18,8 @@ An :class:`Engine` owns, for one machine on one event store:
   (stream, action id); the result comes back as a ``Completed`` input;
   failures retry with backoff and jitter, then the action is *stuck* (listed
   by :meth:`Engine.stuck`, re-dispatched by :meth:`Engine.retry`), never dropped;
+  the stuck list is also saved, and retry requests read, for operators in
+  other processes (:mod:`fasm_es.stuck`, ``fasm-es stuck`` and ``fasm-es retry``);
 - **completions are idempotent**: a completion for an id that is not
   outstanding (a duplicate, a late one, an unknown one) never reaches the
   STF; :meth:`Engine.complete` raises
@@ -29,6 +31,9 @@ An :class:`Engine` owns, for one machine on one event store:
   asks;
 - **time**: an injectable clock stamps every input, and durable timers
   (:mod:`fasm_es.timers`) complete at the time they name, across restarts;
+- **partitions** (optional, :mod:`fasm_es.partition`): engine processes
+  sharing one PostgreSQL store split the streams between them; a submit for
+  a stream served elsewhere raises :class:`~fasm_es.errors.StreamNotOwned`;
 - **restore at start**: the streams with tracked actions outstanding are found
   from a checkpointed index (:mod:`fasm_es.outstanding`) plus the records
   after it, their states are loaded, and what the machine's ``restore`` (or
@@ -48,7 +53,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from fasm_es.actions import Tracked
 from fasm_es.clock import Clock, SystemClock
@@ -73,11 +78,39 @@ from fasm_es.outstanding import (
 from fasm_es.record import Record
 from fasm_es.restore import RestorePlan, plan_restore
 from fasm_es.store import EventStore, open_store
-from fasm_es.streams import Streams
+from fasm_es.streams import DEFAULT_MAX_RECORD_BYTES, Streams, check_stream_id
+from fasm_es.stuck import StuckReporter
 from fasm_es.subscribers import FollowerStatus, LogFollower, Subscriber, Subscriptions
 from fasm_es.timers import Timer, TimerFired, timer_handler
 
 log = logging.getLogger("fasm_es.engine")
+
+
+class StreamOwnership(Protocol):
+    """Which streams this engine serves, when several engine processes share one store.
+
+    :class:`~fasm_es.partition.PartitionLease` is the implementation. The
+    engine calls ``attach`` at start (before restore) and ``detach`` at stop,
+    restores only the streams it ``owns``, and lets ``check`` refuse a submit
+    (raising :class:`~fasm_es.errors.StreamNotOwned`) for any other stream.
+    """
+
+    async def attach(self, engine: Engine[Any, Any, Any, Any, Any]) -> None:
+        """Take this engine's first share of the streams."""
+        ...
+
+    async def detach(self) -> None:
+        """Give every stream up."""
+        ...
+
+    def owns(self, stream: str) -> bool:
+        """Whether this engine serves ``stream`` now."""
+        ...
+
+    def check(self, stream: str) -> None:
+        """Raise :class:`~fasm_es.errors.StreamNotOwned` unless this engine serves ``stream``."""
+        ...
+
 
 S = TypeVar("S")
 I = TypeVar("I")  # noqa: E741
@@ -131,7 +164,13 @@ class Engine(Generic[S, I, A, R, U]):
     are saved (default: the store itself). ``executor`` runs plain handlers
     and the store writer (default: thread pools of the engine's own).
     ``on_commit(records)`` is called after each transaction, before its
-    actions are dispatched and its callers answered. Use as
+    actions are dispatched and its callers answered. ``partitions`` (a
+    :class:`~fasm_es.partition.PartitionLease`) makes this engine serve only
+    its share of the streams. ``max_record_bytes`` bounds the stored size of
+    one record (see :class:`~fasm_es.streams.Streams`). Every
+    ``stuck_interval`` seconds the engine saves its stuck actions for
+    operators in other processes (when they changed) and reads their retry
+    requests (:mod:`fasm_es.stuck`); None turns both off. Use as
     ``async with Engine(...) as engine`` (or ``start``/``stop``).
     """
 
@@ -155,6 +194,9 @@ class Engine(Generic[S, I, A, R, U]):
         executor: Executor | None = None,
         stop_timeout: float = 5.0,
         on_commit: Callable[[Sequence[Record[I, A, R, U]]], None] | None = None,
+        partitions: StreamOwnership | None = None,
+        max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES,
+        stuck_interval: float | None = 2.0,
     ) -> None:
         if cache_size < max_batch:
             raise ValueError(
@@ -166,8 +208,13 @@ class Engine(Generic[S, I, A, R, U]):
         self.store = open_store(store) if isinstance(store, str) else store
         self.clock: Clock = clock or SystemClock()
         self.streams: Streams[S, I, A, R, U] = Streams(
-            machine, self.store, clock=self.clock, cache_size=cache_size
+            machine,
+            self.store,
+            clock=self.clock,
+            cache_size=cache_size,
+            max_record_bytes=max_record_bytes,
         )
+        self.partitions = partitions
         self.checkpoints: Checkpoints = (
             StoreCheckpoints(self.store) if checkpoints is None else checkpoints
         )
@@ -203,6 +250,10 @@ class Engine(Generic[S, I, A, R, U]):
         self._tasks: list[asyncio.Task[None]] = []
         self._index = OutstandingTracker(self.store, self.streams.codec, self.checkpoints)
         self._restored = _RestoreCounts()
+        if stuck_interval is not None and stuck_interval <= 0:
+            raise ValueError(f"stuck_interval must be > 0 seconds or None, got {stuck_interval}")
+        self.stuck_interval = stuck_interval
+        self._stuck_reporter = StuckReporter(self.checkpoints, self._index, self.clock)
         self._state = "new"
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -214,7 +265,11 @@ class Engine(Generic[S, I, A, R, U]):
         self._state = "starting"
         self._commits.start()
         try:
+            if self.partitions is not None:
+                await self.partitions.attach(self)
             self._restored.scanned = await asyncio.to_thread(self._index.advance, load=True)
+            if self.stuck_interval is not None:
+                await asyncio.to_thread(self._stuck_reporter.begin)
             await self._restore()
         except BaseException:
             await self.stop()
@@ -222,6 +277,10 @@ class Engine(Generic[S, I, A, R, U]):
         for follower in self._followers:
             self._run_follower(follower)
         self._tasks.append(asyncio.create_task(self._checkpoint_loop(), name="fasm-es checkpoint"))
+        if self.stuck_interval is not None:
+            self._tasks.append(
+                asyncio.create_task(self._stuck_loop(self.stuck_interval), name="fasm-es stuck")
+            )
         self._state = "running"
 
     async def stop(self) -> None:
@@ -232,6 +291,7 @@ class Engine(Generic[S, I, A, R, U]):
         """
         if self._state in ("stopping", "stopped"):
             return
+        started = self._state == "running"
         self._state = "stopping"
         await self._dispatcher.close()
         await self._commits.close()
@@ -243,6 +303,13 @@ class Engine(Generic[S, I, A, R, U]):
             await asyncio.to_thread(self._index.advance)
         except Exception:
             log.exception("final checkpoint failed (the next start scans more of the log)")
+        if started and self.stuck_interval is not None:
+            try:
+                await asyncio.to_thread(self._stuck_reporter.publish, self._dispatcher.stuck())
+            except Exception:
+                log.exception("saving the stuck list at stop failed")
+        if self.partitions is not None:
+            await self.partitions.detach()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._owns_store:
             self.store.close()
@@ -314,13 +381,20 @@ class Engine(Generic[S, I, A, R, U]):
         )
 
     async def _submit_input(
-        self, stream: str, inp: Normal[I] | Completed[R], key: str | None
+        self,
+        stream: str,
+        inp: Normal[I] | Completed[R],
+        key: str | None,
+        *,
+        check_owner: bool = True,
     ) -> Record[I, A, R, U]:
         if self._state not in ("starting", "running"):
             raise RuntimeError(
                 f"the engine is not running (it is {self._state}): "
                 "submit inside 'async with Engine(...)'"
             )
+        if check_owner and self.partitions is not None:
+            self.partitions.check(stream)
         return await self._commits.submit(stream, inp, key)
 
     def _meta(
@@ -341,7 +415,14 @@ class Engine(Generic[S, I, A, R, U]):
     async def _complete_from_handler(self, stream: str, action_id: ActionId, result: Any) -> None:
         actor = TIMER_ACTOR if isinstance(result, TimerFired) else HANDLER_ACTOR
         cause = str(IdempotencyKey(stream, action_id))
-        await self.complete(stream, action_id, result, actor=actor, causation_id=cause)
+        validated = self.streams.codec.validate_result(result)
+        meta = self._meta(actor, None, cause, None)
+        # A handler's result is committed even if the stream has moved to another
+        # engine meanwhile: optimistic concurrency keeps that safe, and the first
+        # completion of an id wins wherever it comes from.
+        await self._submit_input(
+            stream, Completed(action_id, validated, meta), None, check_owner=False
+        )
 
     # -- after commit -------------------------------------------------------------------
 
@@ -379,8 +460,28 @@ class Engine(Generic[S, I, A, R, U]):
             except Exception:
                 log.exception("checkpoint failed; retrying at the next interval")
 
-    async def _restore(self) -> None:
-        streams = self._index.index.streams()
+    async def adopt(self, select: Callable[[str], bool]) -> None:
+        """Serve streams another engine may have written: drop what is cached, restore them.
+
+        Called by the partition lease when it takes partitions over. Cached
+        states and idempotency keys are dropped (another engine may have
+        appended since they were read), then the outstanding tracked actions
+        of the streams ``select`` picks are dispatched again, as at start.
+        """
+        if self._state != "running":
+            return
+        await self._commits.exclusive(self._forget_cached)
+        await asyncio.to_thread(self._index.advance)
+        await self._restore(select)
+
+    def _forget_cached(self) -> None:
+        self.streams.forget()
+        self._commits.keys.clear()
+
+    async def _restore(self, select: Callable[[str], bool] | None = None) -> None:
+        if select is None and self.partitions is not None:
+            select = self.partitions.owns
+        streams = [s for s in self._index.index.streams() if select is None or select(s)]
         for start in range(0, len(streams), RESTORE_CHUNK):
             chunk = streams[start : start + RESTORE_CHUNK]
             plans = await self._commits.exclusive(self._plan_restores, chunk)
@@ -467,6 +568,25 @@ class Engine(Generic[S, I, A, R, U]):
         """Tracked actions being handled now, or waiting to be retried."""
         return self._dispatcher.in_flight()
 
+    async def _stuck_loop(self, interval: float) -> None:
+        while True:
+            try:
+                await self._serve_operators()
+            except Exception:
+                log.exception("stuck list or retry requests: failed; trying again in %gs", interval)
+            await asyncio.sleep(interval)
+
+    async def _serve_operators(self) -> None:
+        """Carry out the retry requests made since last time, then save the stuck list."""
+        reporter = self._stuck_reporter
+        requests = await asyncio.to_thread(reporter.new_requests)
+        for request, action in reporter.due(requests, self._dispatcher.stuck()):
+            log.info("%s: dispatched again on retry request %d", action.key, request.number)
+            self._dispatcher.retry(action.stream, action.action_id)
+            reporter.retried(request, action)
+        stuck, handling = self._dispatcher.stuck(), self._dispatcher.in_flight()
+        await asyncio.to_thread(reporter.publish, stuck, handling)
+
     def ignored_completions(self) -> list[CompletionNotOutstanding]:
         """The most recent completions refused as not outstanding (newest last)."""
         return list(self._commits.ignored)
@@ -509,7 +629,7 @@ class Engine(Generic[S, I, A, R, U]):
 
 
 def _check_stream(stream: object) -> None:
-    if not isinstance(stream, str) or not stream:
-        raise ValueError(f"a stream id must be a non-empty string, got {stream!r}")
+    check_stream_id(stream)
+    assert isinstance(stream, str)
     if stream.startswith(RESERVED_PREFIX):
         raise ValueError(f"stream ids starting with {RESERVED_PREFIX!r} are reserved: {stream!r}")

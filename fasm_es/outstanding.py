@@ -122,6 +122,10 @@ class OutstandingIndex:
         """The streams with at least one tracked action outstanding, in order."""
         return sorted(self.outstanding)
 
+    def holds(self, stream: str, action_id: ActionId) -> bool:
+        """Whether tracked action ``action_id`` of ``stream`` is outstanding as of ``position``."""
+        return action_id in self.outstanding.get(stream, ())
+
     def count(self) -> int:
         """How many tracked actions are outstanding in all."""
         return sum(len(ids) for ids in self.outstanding.values())

@@ -105,12 +105,19 @@ def load_machine(spec: str) -> AnyMachine:
     Raises :class:`CliError`: exit code 2 for a malformed spec, 4 when the
     module cannot be imported, the attribute is missing, or it is not a machine.
     """
+    return as_machine(spec, import_attribute(spec, "--machine", "examples.counter:Counter"))
+
+
+def import_attribute(spec: str, option: str, example: str) -> object:
+    """The value named by ``module:attribute``, given as ``option`` (for messages).
+
+    Raises :class:`CliError`: exit code 2 for a malformed spec (``example``
+    shows a good one), 4 when the module cannot be imported or lacks the attribute.
+    """
     module_name, sep, attribute = spec.partition(":")
     names = module_name.split(".") + attribute.split(".")
     if not sep or not all(name.isidentifier() for name in names):
-        raise usage_error(
-            f"--machine {spec!r} is not module:attribute (for example examples.counter:Counter)"
-        )
+        raise usage_error(f"{option} {spec!r} is not module:attribute (for example {example})")
     # As a script entry point the current directory is not on the import path;
     # a user naming their own module expects it to be found there.
     if "" not in sys.path and os.getcwd() not in sys.path:
@@ -121,25 +128,25 @@ def load_machine(spec: str) -> AnyMachine:
         if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
             raise CliError(
                 ExitCode.MACHINE,
-                f"--machine {spec!r}: no module named {exc.name!r} (run from the directory "
+                f"{option} {spec!r}: no module named {exc.name!r} (run from the directory "
                 "that holds it, or add that directory to PYTHONPATH)",
             ) from exc
         raise CliError(
-            ExitCode.MACHINE, f"--machine {spec!r}: importing {module_name!r} failed: {exc}"
+            ExitCode.MACHINE, f"{option} {spec!r}: importing {module_name!r} failed: {exc}"
         ) from exc
     except Exception as exc:
         raise CliError(
             ExitCode.MACHINE,
-            f"--machine {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}",
+            f"{option} {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}",
         ) from exc
     for name in attribute.split("."):
         try:
             found = getattr(found, name)
         except AttributeError:
             raise CliError(
-                ExitCode.MACHINE, f"--machine {spec!r}: {module_name!r} has no attribute {name!r}"
+                ExitCode.MACHINE, f"{option} {spec!r}: {module_name!r} has no attribute {name!r}"
             ) from None
-    return as_machine(spec, found)
+    return found
 
 
 def as_machine(spec: str, found: object) -> AnyMachine:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from fasm_es.actions import Actions
 from fasm_es.errors import MachineError, Rejection
 from fasm_es.machine import StateMachine, drive
+from fasm_es.streams import Streams
 
 
 class NondeterministicStf(MachineError):
@@ -54,14 +56,28 @@ def _differences(first: tuple[Any, ...], second: tuple[Any, ...]) -> str | None:
 
 
 def probe(
-    machine: StateMachine[Any, Any, Any, Any, Any], every: int, findings: Findings
+    machine: StateMachine[Any, Any, Any, Any, Any],
+    every: int,
+    findings: Findings,
+    snapshot_every: int | None = None,
 ) -> StateMachine[Any, Any, Any, Any, Any]:
-    """A machine like ``machine`` whose every ``every``-th STF call is double-checked."""
+    """A machine like ``machine`` whose every ``every``-th live STF call is double-checked.
+
+    With ``snapshot_every``, snapshots are also taken at least that often, so
+    restarts in a simulation load through snapshots (and test them).
+    """
     original = type(machine).stf
     calls = itertools.count()
+    live = Streams.stage.__code__
 
     def stf(self: StateMachine[Any, Any, Any, Any, Any], state: Any, inp: Any, actions: Any) -> Any:
-        if every > 0 and next(calls) % every == 0:
+        # Only live calls (from Streams.stage) are probed: a refold after a
+        # rejection or a restart replays inputs already checked when they were live.
+        if (
+            every > 0
+            and sys._getframe(1).f_code is live
+            and next(calls) % every == 0
+        ):
             findings.probed_calls += 1
             before = copy.deepcopy(state)
             trial = _outcome(original, self, copy.deepcopy(state), inp)
@@ -82,9 +98,12 @@ def probe(
             return None
         return original(self, state, inp, actions)
 
-    probed = type(
-        f"Probed{type(machine).__name__}", (type(machine),), {"stf": stf, "name": machine.name}
-    )
+    attributes: dict[str, Any] = {"stf": stf, "name": machine.name}
+    if snapshot_every is not None and (
+        machine.snapshot_every is None or machine.snapshot_every > snapshot_every
+    ):
+        attributes["snapshot_every"] = snapshot_every
+    probed = type(f"Probed{type(machine).__name__}", (type(machine),), attributes)
     instance = copy.copy(machine)
     instance.__class__ = probed
     return instance

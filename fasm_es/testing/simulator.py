@@ -166,7 +166,9 @@ class Run:
         self.rng = random.Random(seed)
         self.findings = Findings()
         self.machine = spec.machine()
-        self.probed = probe(self.machine, spec.determinism_every, self.findings)
+        self.probed = probe(
+            self.machine, spec.determinism_every, self.findings, spec.snapshot_every
+        )
         self.world = spec.world()
         self.clock = VirtualClock(spec.start)
         self.store = _CrashableStore(open_store("memory://"))

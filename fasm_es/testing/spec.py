@@ -102,7 +102,10 @@ class Simulation(Generic[S]):
     ``machine`` and ``world`` are factories: every run (and every shrink
     attempt) gets fresh ones. ``location`` is ``"module:attribute"`` where
     this spec can be imported for the one-line replay command; it is found
-    automatically when the spec is a module-level name.
+    automatically when the spec is a module-level name. ``determinism_every``
+    samples live STF calls for the determinism check; ``snapshot_every`` makes
+    the simulated engine snapshot at least that often, so restarts go through
+    snapshots too (``None`` keeps the machine's own setting).
     """
 
     machine: Callable[[], StateMachine[S, Any, Any, Any, Any]]
@@ -113,5 +116,6 @@ class Simulation(Generic[S]):
     faults: Faults = field(default_factory=Faults)
     replay_every: int = 100
     determinism_every: int = 10
+    snapshot_every: int | None = 50
     start: datetime = EPOCH
     location: str | None = None

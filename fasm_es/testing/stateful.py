@@ -62,8 +62,7 @@ from fasm_es.record import Record
 from fasm_es.store import EventStore, open_store
 from fasm_es.streams import Streams
 from fasm_es.testing import strategies
-from fasm_es.testing.spec import invariant_failure
-from fasm_es.testing.spec import Invariant, Simulation, World
+from fasm_es.testing.spec import Invariant, Simulation, World, invariant_failure
 from fasm_es.testing.virtual import EPOCH
 from fasm_es.timers import Timer, TimerFired
 
