@@ -17,7 +17,15 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks import projections, replay, submit
+from benchmarks import (
+    multiprocess,
+    pg_append,
+    projections,
+    replay,
+    simulation,
+    snapshots,
+    submit,
+)
 from benchmarks.report import json_line
 
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / ".bench"
@@ -51,6 +59,30 @@ BENCHMARKS = (
         "projection catch-up into a SQLAlchemy table vs raw driver + executemany",
         projections.add_arguments,
         projections.main,
+    ),
+    Benchmark(
+        "snapshots",
+        "load a long counter stream from a snapshot near its end vs folding it from record 1",
+        snapshots.add_arguments,
+        snapshots.main,
+    ),
+    Benchmark(
+        "pg-append",
+        "PostgreSQL appends in batches through EventStore.append vs psycopg executemany",
+        pg_append.add_arguments,
+        pg_append.main,
+    ),
+    Benchmark(
+        "simulate",
+        "simulation steps/s with every fault and check on vs a bare loop calling the STF",
+        simulation.add_arguments,
+        simulation.main,
+    ),
+    Benchmark(
+        "multiprocess",
+        "durable submits/s on PostgreSQL from 3 partitioned engine processes vs 1",
+        multiprocess.add_arguments,
+        multiprocess.main,
     ),
 )
 
