@@ -22,10 +22,12 @@ from fasm_es.errors import (
     InvalidInput,
     MachineError,
     RecordDecodeError,
+    RecordTooLarge,
     Rejection,
     ReplayDivergence,
     StoreError,
     StoreUnavailable,
+    StreamNotOwned,
     UnknownRecordType,
 )
 from fasm_es.fold import StreamState, apply_record, fold, restore_actions
@@ -71,6 +73,7 @@ __all__ = [
     "RawRecord",
     "Record",
     "RecordDecodeError",
+    "RecordTooLarge",
     "Rejection",
     "ReplayDivergence",
     "RetryPolicy",
@@ -79,6 +82,7 @@ __all__ = [
     "StateMachine",
     "StoreError",
     "StoreUnavailable",
+    "StreamNotOwned",
     "StreamState",
     "Streams",
     "StuckAction",

@@ -7,6 +7,8 @@ Catch the branch you can act on::
     │   └── ActionsFull        the STF added past the actions container's capacity
     ├── DefinitionError        a machine declaration is wrong (raised at class creation)
     ├── InvalidInput           a payload failed validation against the declared type
+    │   └── RecordTooLarge     its record would pass the store's size limit
+    ├── StreamNotOwned         another engine process serves the stream (partitions); retryable
     ├── CompletionNotOutstanding
     │                          a completion names a tracked id that is not outstanding
     │                          (duplicate, late or unknown); it never reaches the STF
@@ -72,6 +74,44 @@ class InvalidInput(FasmError, ValueError):
     def __init__(self, message: str, errors: list[dict[str, object]] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or []
+
+
+class RecordTooLarge(InvalidInput):
+    """The record an input would append is larger than the configured limit.
+
+    ``size`` is the record body's size in bytes and ``limit`` the bound
+    (``max_record_bytes``). Nothing is appended.
+    """
+
+    def __init__(self, stream: str, size: int, limit: int) -> None:
+        message = (
+            f"stream {stream!r}: the record for this input would be {size:,} bytes, over the "
+            f"limit of {limit:,} (max_record_bytes): send a smaller input, or raise the limit"
+        )
+        super().__init__(message, [{"type": "record_too_large", "loc": (), "msg": message}])
+        self.stream = stream
+        self.size = size
+        self.limit = limit
+
+
+class StreamNotOwned(FasmError):
+    """This engine process does not serve the stream: another one holds its partition.
+
+    Raised by ``submit`` and ``complete`` of an engine with ``partitions``;
+    nothing is appended. Send the input to the engine that serves the stream
+    (:meth:`~fasm_es.partition.PartitionLease.owner_of` names it) or retry
+    after a moment: partitions move when engines start and stop.
+    """
+
+    def __init__(self, stream: str, partition: int, engine: str) -> None:
+        super().__init__(
+            f"stream {stream!r} (partition {partition}) is not served by engine {engine!r}: "
+            "another engine process holds its partition; send the input there, or retry "
+            "once partitions have moved"
+        )
+        self.stream = stream
+        self.partition = partition
+        self.engine = engine
 
 
 class CompletionNotOutstanding(FasmError):

@@ -125,6 +125,10 @@ class KeyIndex:
         """Drop a stream's keys (another writer may have appended): reread them when needed."""
         self._by_stream.pop(stream, None)
 
+    def clear(self) -> None:
+        """Drop every stream's keys (streams taken over from another engine)."""
+        self._by_stream.clear()
+
 
 class GroupCommit:
     """The queue of submitted inputs and the writer that commits them in batches.
@@ -306,6 +310,9 @@ class GroupCommit:
             return
         except Exception as exc:
             for s, _ in staged:
+                # The append may have been stored before the error (a connection
+                # lost during commit): reread the keys, so a retry finds it.
+                self.keys.forget(s.stream)
                 self._failed(s, exc)
             return
         for (s, _), record in zip(staged, records, strict=True):

@@ -19,7 +19,12 @@ from typing import Any, Generic, TypeVar
 
 from fasm_es.actions import Tracked, Untracked
 from fasm_es.clock import Clock, SystemClock
-from fasm_es.errors import ConcurrencyConflict, RecordDecodeError, ReplayDivergence
+from fasm_es.errors import (
+    ConcurrencyConflict,
+    RecordDecodeError,
+    RecordTooLarge,
+    ReplayDivergence,
+)
 from fasm_es.fold import StreamState, apply_record, fold, initial, restore_actions
 from fasm_es.inputs import ActionId, Completed, Input, Metadata, Normal
 from fasm_es.machine import StateMachine, drive
@@ -32,6 +37,28 @@ I = TypeVar("I")  # noqa: E741
 A = TypeVar("A")
 R = TypeVar("R")
 U = TypeVar("U")
+
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+"""The default bound on one stored record's body (input, actions, metadata): 1 MiB."""
+
+
+def check_stream_id(stream: object) -> None:
+    """Raise ``ValueError`` unless ``stream`` is a usable stream id.
+
+    A stream id is a non-empty string that every backend stores as it is:
+    no NUL character (PostgreSQL text cannot hold one) and valid Unicode (no
+    lone surrogates, which cannot be encoded).
+    """
+    if not isinstance(stream, str) or not stream:
+        raise ValueError(f"a stream id must be a non-empty string, got {stream!r}")
+    if "\x00" in stream:
+        raise ValueError(f"a stream id may not contain a NUL character, got {stream!r}")
+    try:
+        stream.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"a stream id must be valid Unicode (no lone surrogates), got {stream!r}"
+        ) from None
 
 
 class SnapshotWarning(UserWarning):
@@ -53,7 +80,11 @@ class Streams(Generic[S, I, A, R, U]):
     ``cache_size`` bounds how many stream states are kept in memory (least
     recently used are dropped and refolded on next use). ``conflict_retries``
     bounds how often a submit reloads and re-runs the STF after another writer
-    appended to the same stream first. Safe to share between threads.
+    appended to the same stream first. ``max_record_bytes`` bounds one stored
+    record's body (input, emitted actions, metadata; ``None``: no bound): an
+    input whose record would be larger is refused with
+    :class:`~fasm_es.errors.RecordTooLarge` and nothing is appended. Safe to
+    share between threads.
     """
 
     def __init__(
@@ -64,8 +95,12 @@ class Streams(Generic[S, I, A, R, U]):
         clock: Clock | None = None,
         cache_size: int = 10_000,
         conflict_retries: int = 5,
+        max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
+        if max_record_bytes is not None and max_record_bytes < 1:
+            raise ValueError(f"max_record_bytes must be >= 1 or None, got {max_record_bytes}")
         self.machine = machine
+        self.max_record_bytes = max_record_bytes
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.codec: Codec[I, A, R, U] = Codec.for_machine(machine)
@@ -279,8 +314,7 @@ class Streams(Generic[S, I, A, R, U]):
         Callers hold no lock between stage and commit only if they alone
         write through this instance (the engine does).
         """
-        if not isinstance(stream, str) or not stream:
-            raise ValueError(f"a stream id must be a non-empty string, got {stream!r}")
+        check_stream_id(stream)
         with self._lock:
             current = self._current(stream)
             if isinstance(inp, Completed):
@@ -299,6 +333,9 @@ class Streams(Generic[S, I, A, R, U]):
                 emitted = actions.to_tuple()
                 version = current.version + 1
                 encoded = self.codec.encode(stream, version, current.last_hash, inp, emitted)
+                limit = self.max_record_bytes
+                if limit is not None and len(encoded.body) > limit:
+                    raise RecordTooLarge(stream, len(encoded.body), limit)
             except BaseException:
                 # The STF may have mutated the cached state before failing.
                 self._cache.pop(stream, None)

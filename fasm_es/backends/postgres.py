@@ -59,6 +59,8 @@ SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 OPTIONS = ("schema", "host", "port", "connect_timeout", "pool_size")
 DEFAULT_CONNECT_TIMEOUT = 5.0
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+DDL_LOCK = 0x46534D5F44444C
+"""Advisory lock key under which a process creates the store's schema and tables."""
 
 # The recorder retries a failed append up to 10 times, each try waiting up to
 # the pool timeout: an outage would stall an append for about a minute. Call
@@ -180,17 +182,12 @@ class PostgresBackend:
                 schema=params.schema,
                 originator_id_type="text",
             )
-            if params.schema != "public":
-                self._execute(
-                    SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(params.schema))
-                )
             self.recorder = PostgresApplicationRecorder(self.datastore, events_table_name=TABLE)
-            self.recorder.create_table()
             self.snapshots = PostgresAggregateRecorder(
                 self.datastore, events_table_name=SNAPSHOT_TABLE
             )
-            self.snapshots.create_table()
-        except PersistenceError as exc:
+            self._create_tables()
+        except (PersistenceError, psycopg.Error) as exc:
             raise DatabaseURLError(
                 f"cannot prepare PostgreSQL database {redact(url)!r}: {exc} (check that the "
                 f"user may create tables in schema {params.schema!r})"
@@ -217,6 +214,27 @@ class PostgresBackend:
             "WHERE originator_id = %s AND originator_version <= %s "
             "ORDER BY originator_version DESC LIMIT 1"
         ).format(Identifier(params.schema), Identifier(SNAPSHOT_TABLE))
+
+    def _create_tables(self) -> None:
+        # Processes starting together on a new database collide in CREATE SCHEMA /
+        # CREATE TABLE IF NOT EXISTS (unique violations in PostgreSQL's catalogue,
+        # "tuple concurrently updated"): one at a time, under an advisory lock
+        # held by a connection of its own, released when it closes.
+        p = self.params
+        with psycopg.connect(
+            dbname=p.dbname,
+            host=p.host,
+            port=p.port,
+            user=p.user,
+            password=p.password,
+            connect_timeout=max(2, round(p.connect_timeout)),
+            autocommit=True,
+        ) as lock:
+            lock.execute("SELECT pg_advisory_lock(%s::bigint)", (DDL_LOCK,))
+            if p.schema != "public":
+                self._execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(p.schema)))
+            self.recorder.create_table()
+            self.snapshots.create_table()
 
     def _probe(self) -> None:
         """Connect once with a short timeout, so a wrong URL fails here with the server's reason."""

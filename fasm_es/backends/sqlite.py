@@ -20,7 +20,7 @@ from eventsourcing.sqlite import (
 )
 
 from fasm_es.backends.common import check_consecutive, conflict_for
-from fasm_es.errors import DatabaseURLError, StoreError
+from fasm_es.errors import DatabaseURLError, StoreError, StoreUnavailable
 from fasm_es.record import EncodedRecord, RawRecord, RawSnapshot
 
 TABLE = "fasm_records"
@@ -44,11 +44,29 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+def _failure(path: str, doing: str, exc: Exception, lock_timeout: float) -> StoreError:
+    """The error for a failed operation: retryable when another process held the lock."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return StoreUnavailable(
+            f"SQLite file {path!r}: {doing} failed: the database is locked by another "
+            f"connection or process (waited {lock_timeout:g} s); nothing was written: "
+            "retry once it is released"
+        )
+    return StoreError(f"SQLite file {path!r}: {doing} failed: {exc}")
+
+
 class SQLiteBackend:
-    """A store in one SQLite file."""
+    """A store in one SQLite file.
+
+    A write waits up to ``lock_timeout`` seconds for another connection or
+    process that holds the file's write lock, then raises
+    :class:`~fasm_es.errors.StoreUnavailable` (retryable; nothing written).
+    """
 
     def __init__(self, path: str, *, lock_timeout: int = 30) -> None:
         self.path = path
+        self.lock_timeout = lock_timeout
         parent = Path(path).expanduser().resolve().parent
         if not parent.is_dir():
             raise DatabaseURLError(
@@ -81,7 +99,7 @@ class SQLiteBackend:
                 cursor.execute(statement, params)
                 return cursor.fetchall()
         except PersistenceError as exc:
-            raise StoreError(f"SQLite file {self.path!r}: {exc}") from exc
+            raise _failure(self.path, "reading", exc, self.lock_timeout) from exc
 
     def insert(self, records: Sequence[EncodedRecord]) -> list[int]:
         check_consecutive(records)
@@ -94,7 +112,7 @@ class SQLiteBackend:
             )
             raise conflict_for(taken, "version already stored") from exc
         except PersistenceError as exc:
-            raise StoreError(f"SQLite file {self.path!r}: append failed: {exc}") from exc
+            raise _failure(self.path, "append", exc, self.lock_timeout) from exc
         assert ids is not None
         return list(ids)
 
@@ -148,7 +166,7 @@ class SQLiteBackend:
         except IntegrityError:
             pass  # a snapshot of that version is already stored
         except PersistenceError as exc:
-            raise StoreError(f"SQLite file {self.path!r}: snapshot failed: {exc}") from exc
+            raise _failure(self.path, "snapshot", exc, self.lock_timeout) from exc
 
     def select_snapshot(self, stream: str, lte: int | None) -> RawSnapshot | None:
         statement = (
