@@ -73,11 +73,7 @@ def probe(
     def stf(self: StateMachine[Any, Any, Any, Any, Any], state: Any, inp: Any, actions: Any) -> Any:
         # Only live calls (from Streams.stage) are probed: a refold after a
         # rejection or a restart replays inputs already checked when they were live.
-        if (
-            every > 0
-            and sys._getframe(1).f_code is live
-            and next(calls) % every == 0
-        ):
+        if every > 0 and sys._getframe(1).f_code is live and next(calls) % every == 0:
             findings.probed_calls += 1
             before = copy.deepcopy(state)
             trial = _outcome(original, self, copy.deepcopy(state), inp)
