@@ -67,7 +67,7 @@ from fasm_es.dispatch import (
 )
 from fasm_es.errors import CompletionNotOutstanding
 from fasm_es.group_commit import CommitStats, GroupCommit
-from fasm_es.inputs import ActionId, Completed, Metadata, Normal
+from fasm_es.inputs import ActionId, Completed, Normal
 from fasm_es.machine import StateMachine
 from fasm_es.outstanding import (
     RESERVED_PREFIX,
@@ -351,9 +351,14 @@ class Engine(Generic[S, I, A, R, U]):
         taking the stream's next version through every retry.
         """
         _check_stream(stream)
-        validated = self.streams.codec.validate_input(value)
-        meta = self._meta(actor, correlation_id, causation_id, idempotency_key)
-        return await self._submit_input(stream, Normal(validated, meta), idempotency_key)
+        inp = self.streams.normal(
+            value,
+            actor=actor,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            idempotency_key=idempotency_key,
+        )
+        return await self._submit_input(stream, inp, idempotency_key)
 
     async def complete(
         self,
@@ -374,11 +379,15 @@ class Engine(Generic[S, I, A, R, U]):
         :meth:`ignored_completions`.
         """
         _check_stream(stream)
-        validated = self.streams.codec.validate_result(result)
-        meta = self._meta(actor, correlation_id, causation_id, idempotency_key)
-        return await self._submit_input(
-            stream, Completed(action_id, validated, meta), idempotency_key
+        inp = self.streams.completion(
+            action_id,
+            result,
+            actor=actor,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            idempotency_key=idempotency_key,
         )
+        return await self._submit_input(stream, inp, idempotency_key)
 
     async def _submit_input(
         self,
@@ -397,32 +406,14 @@ class Engine(Generic[S, I, A, R, U]):
             self.partitions.check(stream)
         return await self._commits.submit(stream, inp, key)
 
-    def _meta(
-        self,
-        actor: str | None,
-        correlation_id: str | None,
-        causation_id: str | None,
-        idempotency_key: str | None,
-    ) -> Metadata:
-        return Metadata(
-            accepted_at=self.clock.now(),
-            actor=actor,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            idempotency_key=idempotency_key,
-        )
-
     async def _complete_from_handler(self, stream: str, action_id: ActionId, result: Any) -> None:
         actor = TIMER_ACTOR if isinstance(result, TimerFired) else HANDLER_ACTOR
         cause = str(IdempotencyKey(stream, action_id))
-        validated = self.streams.codec.validate_result(result)
-        meta = self._meta(actor, None, cause, None)
+        inp = self.streams.completion(action_id, result, actor=actor, causation_id=cause)
         # A handler's result is committed even if the stream has moved to another
         # engine meanwhile: optimistic concurrency keeps that safe, and the first
         # completion of an id wins wherever it comes from.
-        await self._submit_input(
-            stream, Completed(action_id, validated, meta), None, check_owner=False
-        )
+        await self._submit_input(stream, inp, None, check_owner=False)
 
     # -- after commit -------------------------------------------------------------------
 

@@ -233,6 +233,15 @@ class Streams(Generic[S, I, A, R, U]):
             idempotency_key=idempotency_key,
         )
 
+    def normal(self, value: I | Any, **meta: str | None) -> Normal[I]:
+        """A validated normal input stamped now (``meta``: actor, correlation_id,
+        causation_id, idempotency_key); raises InvalidInput before any STF runs."""
+        return Normal(self.codec.validate_input(value), self.meta(**meta))
+
+    def completion(self, action_id: ActionId, result: R | Any, **meta: str | None) -> Completed[R]:
+        """A validated completion of ``action_id`` stamped now (``meta`` as for :meth:`normal`)."""
+        return Completed(action_id, self.codec.validate_result(result), self.meta(**meta))
+
     def submit(
         self,
         stream: str,
@@ -251,14 +260,16 @@ class Streams(Generic[S, I, A, R, U]):
         runs. A :class:`~fasm_es.errors.Rejection` from the STF propagates and
         nothing is appended.
         """
-        validated = self.codec.validate_input(value)
-        meta = self.meta(
-            actor=actor,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            idempotency_key=idempotency_key,
+        return self.apply(
+            stream,
+            self.normal(
+                value,
+                actor=actor,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                idempotency_key=idempotency_key,
+            ),
         )
-        return self.apply(stream, Normal(validated, meta))
 
     def complete(
         self,
@@ -276,14 +287,17 @@ class Streams(Generic[S, I, A, R, U]):
         Raises :class:`~fasm_es.errors.CompletionNotOutstanding` (and appends
         nothing, without running the STF) when the id is not outstanding.
         """
-        validated = self.codec.validate_result(result)
-        meta = self.meta(
-            actor=actor,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            idempotency_key=idempotency_key,
+        return self.apply(
+            stream,
+            self.completion(
+                action_id,
+                result,
+                actor=actor,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                idempotency_key=idempotency_key,
+            ),
         )
-        return self.apply(stream, Completed(action_id, validated, meta))
 
     def apply(self, stream: str, inp: Input[I, R]) -> Record[I, A, R, U]:
         """Run the STF on ``inp`` and append the record; the core of submit and complete.
