@@ -251,6 +251,10 @@ class Dispatcher:
         """Every stuck action, oldest first."""
         return sorted(self._stuck.values(), key=lambda s: (s.since, s.stream, str(s.action_id)))
 
+    def is_stuck(self, stream: str, action_id: ActionId) -> bool:
+        """Whether that action is stuck (waiting for an operator's retry)."""
+        return IdempotencyKey(stream, action_id) in self._stuck
+
     def mark_stuck(self, stream: str, tracked: Tracked[Any], error: str) -> None:
         """List ``tracked`` as stuck without dispatching it (nothing could handle it)."""
         key = IdempotencyKey(stream, tracked.id)

@@ -38,7 +38,13 @@ An :class:`Engine` owns, for one machine on one event store:
   from a checkpointed index (:mod:`fasm_es.outstanding`) plus the records
   after it, their states are loaded, and what the machine's ``restore`` (or
   the default, the outstanding actions themselves) emits is dispatched again,
-  with the same idempotency keys.
+  with the same idempotency keys;
+- **unknown outcomes**: a commit that fails in a way that may have stored it
+  (the database went away during commit) answers its callers with the error
+  and leaves its streams in doubt; the engine rereads them as soon as the
+  store answers and dispatches what they have outstanding, so a record
+  stored that way has its tracked actions carried out. (Its untracked
+  actions reach only the at-least-once subscribers, which read the log.)
 
 Stream ids starting with ``$fasm-es/`` are reserved for the engine.
 :class:`~fasm_es.sync.SyncEngine` offers the same with blocking calls.
@@ -233,7 +239,10 @@ class Engine(Generic[S, I, A, R, U]):
             conflict_retries=conflict_retries,
             idempotency_window=idempotency_window,
             executor=executor,
+            on_doubt=self._doubted,
         )
+        self._retry_sleep = retry_sleep
+        self._doubts: asyncio.Task[None] | None = None
         self._dispatcher = Dispatcher(
             self._complete_from_handler,
             clock=self.clock,
@@ -295,6 +304,11 @@ class Engine(Generic[S, I, A, R, U]):
         self._state = "stopping"
         await self._dispatcher.close()
         await self._commits.close()
+        if self._doubts is not None:
+            # Streams still in doubt are restored by the next start, like any
+            # record whose actions were not dispatched.
+            self._doubts.cancel()
+            await asyncio.gather(self._doubts, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -479,12 +493,7 @@ class Engine(Generic[S, I, A, R, U]):
             for plan in plans:
                 self._restored.streams += 1
                 self._restored.actions += len(plan.dispatch)
-                self._dispatcher.dispatch_all(plan.stream, plan.dispatch)
-                if plan.error is not None:
-                    self._restored.failed += 1
-                    log.error("stream %r: %s", plan.stream, plan.error)
-                    for tracked in plan.stuck:
-                        self._dispatcher.mark_stuck(plan.stream, tracked, plan.error)
+                self._carry_out(plan)
         if streams:
             log.info(
                 "restore: %d tracked action(s) dispatched again on %d stream(s)",
@@ -495,6 +504,62 @@ class Engine(Generic[S, I, A, R, U]):
     def _plan_restores(self, streams: list[str]) -> list[RestorePlan]:
         plans = (plan_restore(self.streams, stream) for stream in streams)
         return [plan for plan in plans if plan is not None]
+
+    def _carry_out(self, plan: RestorePlan, *, leave_stuck: bool = False) -> None:
+        """Dispatch a restore plan; list its actions as stuck if the machine's restore failed."""
+        dispatch = plan.dispatch
+        if leave_stuck:
+            dispatch = [t for t in dispatch if not self._dispatcher.is_stuck(plan.stream, t.id)]
+        self._dispatcher.dispatch_all(plan.stream, dispatch)
+        if plan.error is not None:
+            self._restored.failed += 1
+            log.error("stream %r: %s", plan.stream, plan.error)
+            for tracked in plan.stuck:
+                self._dispatcher.mark_stuck(plan.stream, tracked, plan.error)
+
+    # -- transactions of unknown outcome -----------------------------------------------
+
+    def _doubted(self) -> None:
+        """A transaction failed in a way that may have stored it: settle its streams."""
+        if self._state not in ("starting", "running"):
+            return
+        if self._doubts is None or self._doubts.done():
+            self._doubts = asyncio.get_running_loop().create_task(
+                self._settle_doubts(), name="fasm-es unknown outcomes"
+            )
+
+    def _plan_doubted(self, stream: str) -> RestorePlan | None:
+        if self.partitions is not None and not self.partitions.owns(stream):
+            return None  # its owner restores it when it takes the stream over
+        return plan_restore(self.streams, stream)
+
+    async def _settle_doubts(self) -> None:
+        """Reread the streams in doubt and dispatch what they have outstanding, as at a restore.
+
+        A record stored by a transaction whose caller got an error would
+        otherwise keep its tracked actions outstanding until the next start.
+        While the store stays unreachable this tries again with the handler
+        retry policy's backoff.
+        """
+        failures = 0
+        while self._commits.in_doubt and self._state in ("starting", "running"):
+            plans, error = await self._commits.exclusive(
+                self._commits.settle_doubts, self._plan_doubted
+            )
+            for made in plans:
+                self._carry_out(made, leave_stuck=True)
+            if error is None:
+                failures = 0
+                continue
+            failures += 1
+            delay = self._policy.delay(min(failures, 30), self._rng)
+            log.warning(
+                "rereading %d stream(s) after a failed commit failed (%s); retrying in %.3fs",
+                len(self._commits.in_doubt),
+                error,
+                delay,
+            )
+            await self._retry_sleep(delay)
 
     # -- handlers and subscribers ------------------------------------------------------
 
@@ -609,13 +674,13 @@ class Engine(Generic[S, I, A, R, U]):
         )
 
     async def idle(self, timeout: float | None = None) -> None:
-        """Wait until no tracked action is being handled and nothing is queued.
+        """Wait until no tracked action is being handled, nothing is queued and nothing is in doubt.
 
         Timers waiting for their time count as being handled. Raises
         ``TimeoutError`` after ``timeout`` seconds.
         """
         async with asyncio.timeout(timeout):
-            while self._dispatcher.in_flight() or self._commits.pending():
+            while self._dispatcher.in_flight() or self._commits.pending() or self._commits.in_doubt:
                 await asyncio.sleep(0.005)
 
 

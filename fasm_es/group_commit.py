@@ -23,6 +23,13 @@ gets that original record. Keys are recognised while the original record is
 among the stream's last ``idempotency_window`` records (they are read from
 the log, so this holds across restarts and between engines); older ones may
 be forgotten. Two submits with one key in flight at once get one answer.
+
+**Unknown outcomes.** A transaction that fails for any other reason (the
+database went away during commit) may still have been stored. Its callers
+get the error; its streams are kept *in doubt* (:attr:`GroupCommit.in_doubt`)
+and ``on_doubt`` is called, so the engine can reread them and dispatch what
+the log shows outstanding: a record stored this way has its tracked actions
+carried out like any other.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ class CommitStats:
     batches: int = 0
     largest_batch: int = 0
     conflicts: int = 0
+    unknown_outcomes: int = 0
 
 
 class KeyIndex:
@@ -134,7 +142,8 @@ class GroupCommit:
     """The queue of submitted inputs and the writer that commits them in batches.
 
     ``on_commit(records)`` is called on the event loop after each successful
-    transaction, before any caller is answered.
+    transaction, before any caller is answered. ``on_doubt()`` is called on
+    the event loop after a batch that left streams in :attr:`in_doubt`.
     """
 
     def __init__(
@@ -146,6 +155,7 @@ class GroupCommit:
         conflict_retries: int = 5,
         idempotency_window: int = 1000,
         executor: Executor | None = None,
+        on_doubt: Callable[[], None] | None = None,
     ) -> None:
         if max_batch < 1 or conflict_retries < 0:
             raise ValueError("max_batch must be >= 1 and conflict_retries >= 0")
@@ -156,6 +166,9 @@ class GroupCommit:
         self.stats = CommitStats()
         self.ignored: deque[CompletionNotOutstanding] = deque(maxlen=IGNORED_KEPT)
         self._on_commit = on_commit
+        self._on_doubt = on_doubt
+        self.in_doubt: set[str] = set()
+        """Streams whose last failed transaction may have been stored (changed by the writer)."""
         self._queue: deque[Submission] = deque()
         # One writer thread serialises store access; a caller may supply its own
         # executor (the simulator runs everything inline on one thread).
@@ -243,6 +256,8 @@ class GroupCommit:
                     self._on_commit(committed)
                 except Exception:  # the records are durable: answer the callers regardless
                     log.exception("after-commit processing failed")
+            if self.in_doubt and self._on_doubt is not None:
+                self._on_doubt()
             waiting = set(deferred)
             for submission in batch:
                 if submission not in waiting:
@@ -309,10 +324,11 @@ class GroupCommit:
             self._commit_one_by_one([s for s, _ in staged], conflict)
             return
         except Exception as exc:
+            self.stats.unknown_outcomes += 1
             for s, _ in staged:
                 # The append may have been stored before the error (a connection
                 # lost during commit): reread the keys, so a retry finds it.
-                self.keys.forget(s.stream)
+                self._doubt(s.stream)
                 self._failed(s, exc)
             return
         for (s, _), record in zip(staged, records, strict=True):
@@ -335,12 +351,19 @@ class GroupCommit:
                 if s.key is not None and self._answered_by_key(s):
                     break
                 try:
-                    (record,) = self.streams.commit([self.streams.stage(s.stream, s.input)])
+                    staged = self.streams.stage(s.stream, s.input)
+                except Exception as exc:
+                    self._failed(s, exc)
+                    break
+                try:
+                    (record,) = self.streams.commit([staged])
                 except ConcurrencyConflict as exc:
                     self.stats.conflicts += 1
                     s.error = exc
                     continue
                 except Exception as exc:
+                    self.stats.unknown_outcomes += 1
+                    self._doubt(s.stream)
                     self._failed(s, exc)
                     break
                 s.record, s.error = record, None
@@ -354,6 +377,31 @@ class GroupCommit:
                     self.conflict_retries,
                     s.error,
                 )
+
+    def _doubt(self, stream: str) -> None:
+        self.keys.forget(stream)
+        self.in_doubt.add(stream)
+
+    def settle_doubts(
+        self, plan: Callable[[str], T | None]
+    ) -> tuple[list[T], BaseException | None]:
+        """Reread each stream in doubt and ``plan`` it (in the writer's thread, between batches).
+
+        Returns the plans made and the error that stopped it, if any; the
+        streams not yet planned stay in doubt.
+        """
+        plans: list[T] = []
+        for stream in sorted(self.in_doubt):
+            self.streams.forget(stream)
+            self.keys.forget(stream)
+            try:
+                made = plan(stream)
+            except Exception as exc:
+                return plans, exc
+            self.in_doubt.discard(stream)
+            if made is not None:
+                plans.append(made)
+        return plans, None
 
     def _failed(self, s: Submission, exc: Exception) -> None:
         s.error = exc

@@ -98,7 +98,14 @@ def test_postgres_restarted_under_load_the_engine_goes_on_and_loses_nothing(
             down = time.monotonic()
             # An immediate stop is a crash for the server; start recovers it.
             await asyncio.to_thread(postgres_cluster.stop)
+            # Stay down until a caller has met the outage. A short outage can
+            # pass unseen: callers waiting for a pooled connection get a fresh
+            # one once the server is back. Past the pool timeout (the URL's
+            # connect_timeout, 5 s) every waiting caller gets StoreUnavailable.
             await asyncio.sleep(1.0)
+            deadline = time.monotonic() + 30
+            while not load.errors["StoreUnavailable"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
             await asyncio.to_thread(postgres_cluster.start)
             up = time.monotonic()
             await asyncio.sleep(3.0)
