@@ -87,8 +87,24 @@ class CommitStats:
     unknown_outcomes: int = 0
 
 
+class _StreamKeys:
+    """The keys of one stream's recent records, complete up to version ``upto``."""
+
+    __slots__ = ("keys", "upto")
+
+    def __init__(self) -> None:
+        self.keys: OrderedDict[str, AnyRecord] = OrderedDict()
+        self.upto = 0
+
+
 class KeyIndex:
-    """The idempotency keys of each stream's recent records, read from the log when first needed."""
+    """The idempotency keys of each stream's recent records, read from the log when first needed.
+
+    Each stream's keys are known to be complete up to a version. A lookup
+    first reads the records between that version and the stream's current
+    one (as the cache holds it, which a reload after another writer's
+    append moves forward), so a key another engine stored is found.
+    """
 
     def __init__(self, streams: Streams[Any, Any, Any, Any, Any], window: int, max_streams: int):
         if window < 1:
@@ -96,38 +112,39 @@ class KeyIndex:
         self._streams = streams
         self.window = window
         self.max_streams = max_streams
-        self._by_stream: OrderedDict[str, OrderedDict[str, AnyRecord]] = OrderedDict()
+        self._by_stream: OrderedDict[str, _StreamKeys] = OrderedDict()
 
     def lookup(self, stream: str, key: str) -> AnyRecord | None:
         """The record of ``stream`` that carried ``key``, if recent enough."""
-        keys = self._by_stream.get(stream)
-        if keys is None:
-            keys = self._load(stream)
+        known = self._by_stream.get(stream)
+        if known is None:
+            known = self._by_stream[stream] = _StreamKeys()
+            if len(self._by_stream) > self.max_streams:
+                self._by_stream.popitem(last=False)
         else:
             self._by_stream.move_to_end(stream)
-        return keys.get(key)
+        version = self._streams.version(stream)
+        if version > known.upto:
+            after = max(known.upto, version - self.window)
+            for record in self._streams.records(stream, after=after, upto=version):
+                self._remember(known, record)
+            known.upto = version
+        return known.keys.get(key)
 
-    def _load(self, stream: str) -> OrderedDict[str, AnyRecord]:
-        after = max(0, self._streams.version(stream) - self.window)
-        keys: OrderedDict[str, AnyRecord] = OrderedDict()
-        for record in self._streams.records(stream, after=after):
-            key = record.meta.idempotency_key
-            if key is not None:
-                keys.setdefault(key, record)
-        self._by_stream[stream] = keys
-        if len(self._by_stream) > self.max_streams:
-            self._by_stream.popitem(last=False)
-        return keys
+    def _remember(self, known: _StreamKeys, record: AnyRecord) -> None:
+        key = record.meta.idempotency_key
+        if key is not None:
+            known.keys.setdefault(key, record)
+            while len(known.keys) > self.window:
+                known.keys.popitem(last=False)
 
     def add(self, record: AnyRecord) -> None:
         """Remember a freshly committed record's key (if its stream's keys are loaded)."""
-        key = record.meta.idempotency_key
-        keys = self._by_stream.get(record.stream)
-        if key is None or keys is None:
-            return
-        keys.setdefault(key, record)
-        while len(keys) > self.window:
-            keys.popitem(last=False)
+        known = self._by_stream.get(record.stream)
+        if known is None or record.version != known.upto + 1:
+            return  # not loaded, or records are missing between: the next lookup reads them
+        self._remember(known, record)
+        known.upto = record.version
 
     def forget(self, stream: str) -> None:
         """Drop a stream's keys (another writer may have appended): reread them when needed."""

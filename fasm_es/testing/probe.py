@@ -1,7 +1,7 @@
 """Watching an STF from the inside: determinism, and fasm's atomicity rule.
 
 :func:`probe` returns the user's machine with its ``stf`` wrapped. Every
-``every``-th call runs the STF first on a deep copy of the state and then for
+``every``-th call runs the STF first on a copy of the state and then for
 real, and compares the two outcomes (state after, actions, rejection): an STF
 that reads the wall clock, draws from an unseeded generator or iterates in an
 order that varies gives two different outcomes and is reported. When a sampled
@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel
 
 from fasm_es.actions import Actions
 from fasm_es.errors import MachineError, Rejection
@@ -75,15 +77,17 @@ def probe(
         # rejection or a restart replays inputs already checked when they were live.
         if every > 0 and sys._getframe(1).f_code is live and next(calls) % every == 0:
             findings.probed_calls += 1
-            before = copy.deepcopy(state)
-            trial = _outcome(original, self, copy.deepcopy(state), inp)
+            trial = _outcome(original, self, clone(state), inp)
+            # The trial ran on a copy, so the untouched state tells whether a
+            # rejecting STF changed its state first (the real run will do the same).
+            mutated = trial[2] is not None and trial[0] != state
             real_actions: Actions[Any, Any] = self.new_actions()
             try:
                 drive(original(self, state, inp, real_actions), self.name, "stf")
             except Exception as exc:
                 real = (state, real_actions.to_tuple(), f"{type(exc).__name__}: {exc}")
                 _compare(self, inp, trial, real)
-                if isinstance(exc, Rejection) and state != before:
+                if isinstance(exc, Rejection) and mutated:
                     findings.mutates_before_rejecting.append(
                         f"{type(exc).__name__} after changing state, for input {inp!r}"
                     )
@@ -103,6 +107,24 @@ def probe(
     instance = copy.copy(machine)
     instance.__class__ = probed
     return instance
+
+
+def clone(state: Any) -> Any:
+    """An equal, independent copy of ``state``.
+
+    A pydantic model is copied by dumping it to JSON-able values and
+    validating them again: nothing is shared with the original, and it is
+    several times faster than ``copy.deepcopy`` on a large state. The copy is
+    used only if it compares equal to the original, else a deep copy is made.
+    """
+    if isinstance(state, BaseModel):
+        try:
+            copied = type(state).model_validate(state.model_dump(mode="json", round_trip=True))
+        except Exception:  # any failure: the deep copy below is always right
+            copied = None
+        if copied is not None and copied == state and copied is not state:
+            return copied
+    return copy.deepcopy(state)
 
 
 def _compare(

@@ -164,3 +164,25 @@ def test_conflict_retries_can_be_turned_off(tmp_path: Path, retries: int) -> Non
             assert (await engine.state("s")).tokens == ["a", "b", "d"]
 
     run(scenario())
+
+
+def test_a_key_used_by_another_engine_is_found_after_the_state_was_evicted(
+    tmp_path: Path,
+) -> None:
+    """Guarantee 6: a reloaded stream brings the other engine's keys along with its records."""
+
+    async def scenario() -> None:
+        async with (
+            Engine(Ledger(), url(tmp_path)) as first,
+            Engine(Ledger(), url(tmp_path), cache_size=1, max_batch=1) as second,
+        ):
+            # second reads the keys of "s" and caches its state.
+            await second.submit("s", Entry(token="x", amount=1), idempotency_key="k0")
+            original = await first.submit("s", Entry(token="pay", amount=5), idempotency_key="k")
+            # A submit without a key to another stream evicts the state of "s" only.
+            await second.submit("t", Entry(token="other", amount=1))
+            again = await second.submit("s", Entry(token="pay", amount=5), idempotency_key="k")
+            assert (again.version, again.position) == (original.version, original.position)
+            assert (await second.state("s")).tokens == ["x", "pay"]
+
+    run(scenario())
