@@ -57,9 +57,13 @@ class StoreCheckpoints:
         return None if found is None else (found.version, found.body)
 
     def save(self, key: str, position: int, body: bytes) -> None:
-        """Save a checkpoint; a log position of 0 (empty log) needs none."""
+        """Save a checkpoint and delete the older ones under ``key``.
+
+        A log position of 0 (empty log) needs none.
+        """
         if position > 0:
             self.store.save_snapshot(RawSnapshot(key, position, CHECKPOINT_TAG, body))
+            self.store.prune_snapshots(key, keep_from=position)
 
 
 class MemoryCheckpoints:

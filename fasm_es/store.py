@@ -77,6 +77,10 @@ class Backend(Protocol):
         """The newest snapshot of ``stream`` with version ``<= lte`` (any if None)."""
         ...
 
+    def delete_snapshots(self, stream: str, before: int) -> int:
+        """Delete the snapshots of ``stream`` with version ``< before``; return how many."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
@@ -178,6 +182,15 @@ class EventStore:
         if self.cipher is not None:
             snapshot = replace(snapshot, body=self.cipher.encrypt(snapshot.body))
         self.backend.insert_snapshot(snapshot)
+
+    def prune_snapshots(self, stream: str, *, keep_from: int) -> int:
+        """Delete ``stream``'s snapshots older than version ``keep_from``; return how many.
+
+        Snapshots are a cache beside the log, so nothing is lost; loading a
+        version before ``keep_from`` then folds from an older snapshot or
+        from the first record.
+        """
+        return self.backend.delete_snapshots(stream, keep_from)
 
     def load_snapshot(self, stream: str, *, at: int | None = None) -> RawSnapshot | None:
         """The newest snapshot of ``stream`` (at or before version ``at``), or None."""

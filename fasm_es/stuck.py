@@ -23,8 +23,8 @@ default snapshots under reserved ids in the event store itself):
 Both are saved at an increasing *revision* (the ``position`` of the
 checkpoints interface): a writer reads revision n, saves n + 1, and reads
 the newest back; if another writer took n + 1 first, it starts over from
-that one. Each revision is a new snapshot row, so the store keeps their
-history; only the newest is ever read.
+that one. Each revision is a new snapshot row and the older rows are
+deleted once it is saved; only the newest is ever read.
 """
 
 from __future__ import annotations

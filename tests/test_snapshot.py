@@ -26,6 +26,7 @@ from fasm_es import (
     open_store,
     upcaster,
 )
+from fasm_es.outstanding import StoreCheckpoints
 from fasm_es.record import Codec, EncodedRecord, RawSnapshot
 from fasm_es.snapshot import SnapshotCodec
 from fasm_es.store import DEFAULT_PAGE_SIZE
@@ -256,3 +257,26 @@ def test_snapshot_round_trip_on_every_backend(store_url: str) -> None:
         store.save_snapshot(snap)  # saving the same version again is harmless
         decoded = SnapshotCodec(Snappy.types, Snappy.schema).decode(snap)
         assert decoded.state == CounterState(value=30)
+
+
+def test_old_snapshots_can_be_pruned_on_every_backend(store_url: str) -> None:
+    with open_store(store_url) as store:
+        for version in (2, 4, 6):
+            store.save_snapshot(RawSnapshot("c", version, "S", b'{"v": %d}' % version))
+        store.save_snapshot(RawSnapshot("other", 2, "S", b"{}"))
+        assert store.prune_snapshots("c", keep_from=6) == 2
+        assert store.prune_snapshots("c", keep_from=6) == 0
+        newest = store.load_snapshot("c")
+        assert newest is not None and (newest.version, newest.body) == (6, b'{"v": 6}')
+        assert store.load_snapshot("c", at=5) is None  # versions 2 and 4 are gone
+        assert store.load_snapshot("other") is not None  # other streams are untouched
+
+
+def test_checkpoints_keep_one_row_per_key(store_url: str) -> None:
+    """The engine saves its checkpoints every minute: older ones must not pile up."""
+    with open_store(store_url) as store:
+        checkpoints = StoreCheckpoints(store)
+        for position in range(1, 21):
+            checkpoints.save("$fasm-es/test", position, b"%d" % position)
+        assert checkpoints.load("$fasm-es/test") == (20, b"20")
+        assert store.load_snapshot("$fasm-es/test", at=19) is None

@@ -19,6 +19,8 @@ class MemoryBackend:
     def __init__(self) -> None:
         self.recorder = POPOApplicationRecorder()
         self.snapshots = POPOAggregateRecorder()
+        # Pruned snapshots are hidden here: the recorder cannot delete.
+        self._pruned_below: dict[str, int] = {}
         # version -> global position per stream: the recorder's public
         # select_events does not return positions.
         self._positions: dict[str, list[int]] = {}
@@ -83,10 +85,19 @@ class MemoryBackend:
 
     def select_snapshot(self, stream: str, lte: int | None) -> RawSnapshot | None:
         found = self.snapshots.select_events(stream, lte=lte, desc=True, limit=1)
-        if not found:
+        if not found or found[0].originator_version < self._pruned_below.get(stream, 0):
             return None
         s = found[0]
         return RawSnapshot(stream, s.originator_version, s.topic, s.state)
+
+    def delete_snapshots(self, stream: str, before: int) -> int:
+        with self._lock:
+            below = self._pruned_below.get(stream, 0)
+            if before <= below:
+                return 0
+            older = self.snapshots.select_events(stream, lte=before - 1)
+            self._pruned_below[stream] = before
+            return sum(1 for s in older if s.originator_version >= below)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -214,6 +214,9 @@ class PostgresBackend:
             "WHERE originator_id = %s AND originator_version <= %s "
             "ORDER BY originator_version DESC LIMIT 1"
         ).format(Identifier(params.schema), Identifier(SNAPSHOT_TABLE))
+        self._sql_delete_snapshots = SQL(
+            "DELETE FROM {}.{} WHERE originator_id = %s AND originator_version < %s"
+        ).format(Identifier(params.schema), Identifier(SNAPSHOT_TABLE))
 
     def _create_tables(self) -> None:
         # Processes starting together on a new database collide in CREATE SCHEMA /
@@ -364,6 +367,14 @@ class PostgresBackend:
                 # A snapshot of that version is already stored: keep it.
                 if not isinstance(exc.__cause__, pg_errors.UniqueViolation):
                     raise
+
+    def delete_snapshots(self, stream: str, before: int) -> int:
+        with (
+            self._errors(f"deleting old snapshots of stream {stream!r}"),
+            self.datastore.get_connection() as conn,
+        ):
+            cursor = conn.execute(self._sql_delete_snapshots, [stream, before])
+            return int(cursor.rowcount)
 
     def select_snapshot(self, stream: str, lte: int | None) -> RawSnapshot | None:
         # bigint's maximum stands for "no upper bound", keeping one statement.

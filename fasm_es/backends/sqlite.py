@@ -168,6 +168,18 @@ class SQLiteBackend:
         except PersistenceError as exc:
             raise _failure(self.path, "snapshot", exc, self.lock_timeout) from exc
 
+    def delete_snapshots(self, stream: str, before: int) -> int:
+        try:
+            with self.datastore.transaction(commit=True) as c:
+                cursor = c.sqlite_cursor
+                cursor.execute(
+                    f"DELETE FROM {SNAPSHOT_TABLE} WHERE originator_id=? AND originator_version<?",
+                    [stream, before],
+                )
+                return int(cursor.rowcount)
+        except PersistenceError as exc:
+            raise _failure(self.path, "snapshot", exc, self.lock_timeout) from exc
+
     def select_snapshot(self, stream: str, lte: int | None) -> RawSnapshot | None:
         statement = (
             f"SELECT originator_version, topic, state FROM {SNAPSHOT_TABLE} WHERE originator_id=? "
