@@ -5,20 +5,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-CrashPoint = Literal["before_append", "after_append"]
+AppendPoint = Literal["before_append", "after_append"]
+"""Where a fault meets an append: before it (nothing stored) or after it (stored)."""
 Outcome = Literal["ok", "fail", "lose", "crash"]
+
+
+def _store_fails(point: AppendPoint) -> str:
+    if point == "before_append":
+        return "the store fails before the append: nothing stored"
+    return "the store fails after the append: stored, outcome unknown to the engine"
 
 
 @dataclass(frozen=True, slots=True)
 class Submit:
-    """Submit ``value`` to ``stream``; with ``crash`` the engine dies at that point of commit."""
+    """Submit ``value`` to ``stream``.
+
+    With ``crash`` the engine dies at that point of commit; with
+    ``store_error`` the append raises :class:`~fasm_es.errors.StoreUnavailable`
+    at that point (after it: the record is stored although the caller gets
+    the error) and the engine goes on.
+    """
 
     stream: str
     value: Any
-    crash: CrashPoint | None = None
+    crash: AppendPoint | None = None
+    store_error: AppendPoint | None = None
 
     def describe(self) -> str:
         where = f" (engine killed {self.crash.replace('_', ' ')})" if self.crash else ""
+        if self.store_error:
+            where += f" ({_store_fails(self.store_error)})"
         return f"submit {self.stream!r} {self.value!r}{where}"
 
 
@@ -28,14 +44,19 @@ class Deliver:
 
     ``ok``: the world answers; ``fail``: the handler call fails (the engine
     retries); ``lose``: the answer never arrives; ``crash``: the world applies
-    the action, then the engine dies before it hears the answer.
+    the action, then the engine dies before it hears the answer. With
+    ``store_error`` (and ``ok``) the append of the answer's completion
+    raises :class:`~fasm_es.errors.StoreUnavailable` at that point: the
+    engine's dispatcher retries.
     """
 
     pick: int
     outcome: Outcome
+    store_error: AppendPoint | None = None
 
     def describe(self) -> str:
-        return f"deliver request #{self.pick} ({self.outcome})"
+        where = f"; {_store_fails(self.store_error)}" if self.store_error else ""
+        return f"deliver request #{self.pick} ({self.outcome}{where})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ One run is a sequence of steps (:mod:`fasm_es.testing.ops`) chosen by a
 ``random.Random(seed)``: submit a generated input, answer a waiting tracked
 action (or fail it, lose it, or die while it is being answered), deliver a
 completion twice or late, kill and restart the engine, let a second writer
-append, let time pass. The engine is :class:`fasm_es.Engine` itself, on a
+append, let time pass, make the store fail an append (before it, or after it
+has stored the record: a commit of unknown outcome). The engine is
+:class:`fasm_es.Engine` itself, on a
 :class:`~fasm_es.testing.virtual.VirtualEventLoop` with every "blocking"
 call run inline, so the same seed gives the same run, byte for byte.
 
@@ -21,6 +23,14 @@ After each step the simulator checks, with no user code:
 - ``restore``: after a restart, the machine's restore covers every outstanding
   tracked id, re-issues none that is completed, and the engine dispatched them all;
 - ``determinism``: sampled STF calls give equal outcomes on equal states;
+- ``input-once``: after each submit, the log holds every input the engine
+  accepted once, as it does one whose commit failed after storing it (killed
+  or a store error after the append), and none that it refused or whose
+  commit failed before storing it;
+- ``forgotten-action``: every tracked action the log shows outstanding, on a
+  record the engine wrote, is known to the live engine: being handled or
+  waiting to retry (``Engine.in_flight``) or stuck (``Engine.stuck``), never
+  left waiting for the next restart (after every step, on every stream);
 - ``invariant``: the user's invariants, on the stream the step touched (all at the end);
 - ``engine``: anything else the engine raised is a bug.
 """
@@ -43,15 +53,17 @@ from fasm_es.errors import (
     MachineError,
     Rejection,
     ReplayDivergence,
+    StoreUnavailable,
 )
 from fasm_es.fold import StreamState, apply_record, initial, restore_actions
-from fasm_es.inputs import ActionId, Completed
+from fasm_es.inputs import ActionId, Completed, Normal
 from fasm_es.machine import StateMachine
 from fasm_es.record import EncodedRecord
 from fasm_es.store import EventStore, open_store
 from fasm_es.streams import Streams
 from fasm_es.testing.ops import (
     Advance,
+    AppendPoint,
     Conflict,
     Crash,
     Deliver,
@@ -67,6 +79,9 @@ from fasm_es.testing.virtual import InlineExecutor, VirtualClock, VirtualEventLo
 from fasm_es.timers import Timer
 
 SETTLE_ROUNDS = 10_000
+APPEND_POINTS: tuple[AppendPoint, ...] = ("before_append", "after_append")
+ACTOR = "simulator"
+SECOND_WRITER = "second-writer"
 
 
 class SimulatedCrash(Exception):
@@ -106,6 +121,8 @@ class RunStats:
     second_writer: int = 0
     time_jumps: int = 0
     replay_checks: int = 0
+    store_errors: int = 0
+    unknown_outcomes: int = 0
 
     def add(self, other: RunStats) -> None:
         """Add ``other``'s counts to these."""
@@ -113,21 +130,43 @@ class RunStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-class _CrashableStore(EventStore):
-    """The shared in-memory store, able to kill the engine around one append."""
+class _FaultyStore(EventStore):
+    """The shared in-memory store, able to fail its next append.
+
+    ``crash_at`` kills the engine before or after the append; ``fail_at``
+    raises :class:`StoreUnavailable` there instead, as a database that goes
+    away does (after the append: the record is stored, the caller hears an
+    error). Each is used by the next append only; ``failed`` lists where
+    :class:`StoreUnavailable` was raised since :meth:`disarm`.
+    """
 
     def __init__(self, inner: EventStore) -> None:
         super().__init__(inner.backend, inner.url)
-        self.crash_at: str | None = None
+        self.crash_at: AppendPoint | None = None
+        self.fail_at: AppendPoint | None = None
+        self.failed: list[AppendPoint] = []
 
     def append(self, records: Sequence[EncodedRecord]) -> list[int]:
-        point, self.crash_at = self.crash_at, None
-        if point == "before_append":
+        crash, self.crash_at = self.crash_at, None
+        fail, self.fail_at = self.fail_at, None
+        if crash == "before_append":
             raise SimulatedCrash("killed before the append")
+        if fail == "before_append":
+            self.failed.append(fail)
+            raise StoreUnavailable("simulated: the database went away before the commit")
         positions = super().append(records)
-        if point == "after_append":
+        if crash == "after_append":
             raise SimulatedCrash("killed after the append, before anything was dispatched")
+        if fail == "after_append":
+            self.failed.append(fail)
+            raise StoreUnavailable("simulated: the connection broke after the commit was stored")
         return positions
+
+    def disarm(self) -> list[AppendPoint]:
+        """Fail no further append; return where the store failed since the last call."""
+        self.crash_at = self.fail_at = None
+        failed, self.failed = self.failed, []
+        return failed
 
 
 @dataclass
@@ -171,7 +210,7 @@ class Run:
         )
         self.world = spec.world()
         self.clock = VirtualClock(spec.start)
-        self.store = _CrashableStore(open_store("memory://"))
+        self.store = _FaultyStore(open_store("memory://"))
         self.second_writer = Streams(spec.machine(), self.store, clock=self.clock)
         self.stats = RunStats()
         self.trace: list[Op] = []
@@ -181,6 +220,11 @@ class Run:
         self.attempts: dict[tuple[str, ActionId], int] = {}
         self._graveyard: list[Any] = []
         self._folds: dict[str, StreamState[Any, Any]] = {}
+        # Tracked ids emitted by the second writer's records: that writer's to carry out.
+        self._foreign: dict[str, set[ActionId]] = {}
+        # Per stream: the simulator's inputs the log should hold, and those it holds.
+        self._inputs_stored: dict[str, int] = {}
+        self._inputs_logged: dict[str, int] = {}
         self._killed = False
         self.life = self._start_life(0)
 
@@ -190,7 +234,7 @@ class Run:
         loop = VirtualEventLoop()
         loop.set_default_executor(InlineExecutor())
         self.clock.attach(loop)
-        engine: Engine[Any, Any, Any, Any, Any] = Engine(
+        engine: Engine[Any, Any, Any, Any, Any] = self.spec.engine(
             self.probed,
             self.store,
             handlers={object: self._handle},
@@ -272,21 +316,30 @@ class Run:
         if kind == "submit":
             stream = r.choice(list(self.spec.streams))
             value = self.spec.inputs(r, stream, self.life.engine.streams.peek(stream))
-            crash = r.choice(("before_append", "after_append")) if r.random() < f.crash else None
-            return Submit(stream, value, crash)  # type: ignore[arg-type]
+            crash = r.choice(APPEND_POINTS) if r.random() < f.crash else None
+            # Drawn only when on, so a spec without store errors keeps its runs.
+            store_error = None
+            if crash is None and f.store_error and r.random() < f.store_error:
+                store_error = r.choice(APPEND_POINTS)
+            return Submit(stream, value, crash, store_error)
         if kind == "deliver":
             roll = r.random()
             outcome: Outcome = "ok"
+            failing: AppendPoint | None = None
             for name, rate in (
                 ("fail", f.action_failure),
                 ("lose", f.loss),
                 ("crash", f.crash),
+                ("store_error", f.store_error),
             ):
                 if roll < rate:
-                    outcome = name  # type: ignore[assignment]
+                    if name == "store_error":
+                        failing = r.choice(APPEND_POINTS)
+                    else:
+                        outcome = name  # type: ignore[assignment]
                     break
                 roll -= rate
-            return Deliver(r.randrange(1 << 30), outcome)
+            return Deliver(r.randrange(1 << 30), outcome, failing)
         if kind == "duplicate":
             return Duplicate(r.randrange(1 << 30))
         if kind == "late":
@@ -327,6 +380,7 @@ class Run:
                     self._check_invariants(stream)
             elif touched is not None:
                 self._check_invariants(touched)
+            self._check_forgotten_actions()
             if self.spec.replay_every and (step + 1) % self.spec.replay_every == 0:
                 self._check_replay()
         self._check_replay()
@@ -367,11 +421,21 @@ class Run:
         self.stats.submitted += 1
         before = self.store.last_version(op.stream)
         self.store.crash_at = op.crash
+        self.store.fail_at = op.store_error
         try:
-            self._run(self.life.engine.submit(op.stream, op.value, actor="simulator"))
+            self._run(self.life.engine.submit(op.stream, op.value, actor=ACTOR))
         except SimulatedCrash:
+            self._disarm()
             self._kill()
-            return op.stream
+            assert op.crash is not None
+            outcome, stored = f"engine killed {_spoken(op.crash)}", op.crash == "after_append"
+        except StoreUnavailable:
+            failed = self._disarm()
+            if not failed:
+                raise  # not a simulated fault: the engine's own error
+            self._settle()  # the engine rereads the stream in doubt
+            outcome = f"the store failed {_spoken(failed[-1])}"
+            stored = failed[-1] == "after_append"
         except InvalidInput:
             self.stats.invalid += 1
             if self.store.last_version(op.stream) != before:
@@ -383,11 +447,14 @@ class Run:
             return op.stream
         except ConcurrencyConflict:
             self.stats.conflicts += 1
-            return op.stream
+            outcome, stored = "conflict", False
+        else:
+            self.stats.accepted += 1
+            self._settle()
+            outcome, stored = "accepted", True
         finally:
-            self.store.crash_at = None
-        self.stats.accepted += 1
-        self._settle()
+            self._disarm()
+        self._check_input_once(op.stream, stored, outcome)
         return op.stream
 
     def _deliver(self, op: Deliver) -> str | None:
@@ -417,15 +484,26 @@ class Run:
             self._kill()
             return request.stream
         self.stats.delivered += 1
-        request.future.set_result(result)
-        self.delivered.append((request.stream, request.action_id, result))
-        self._settle()
+        self.store.fail_at = op.store_error  # met by the append of the answer's completion
+        try:
+            request.future.set_result(result)
+            self.delivered.append((request.stream, request.action_id, result))
+            self._settle()
+        finally:
+            self._disarm()
         return request.stream
+
+    def _disarm(self) -> list[AppendPoint]:
+        """End the step's store faults, counting those that happened."""
+        failed = self.store.disarm()
+        self.stats.store_errors += len(failed)
+        self.stats.unknown_outcomes += failed.count("after_append")
+        return failed
 
     def _complete(self, stream: str, action_id: ActionId, result: Any) -> bool:
         """Deliver a completion from outside; True if accepted, False if refused."""
         try:
-            self._run(self.life.engine.complete(stream, action_id, result, actor="simulator"))
+            self._run(self.life.engine.complete(stream, action_id, result, actor=ACTOR))
         except CompletionNotOutstanding:
             return False
         except Rejection:
@@ -457,7 +535,7 @@ class Run:
             return None
         self.stats.second_writer += 1
         try:
-            self.second_writer.submit(op.stream, op.value, actor="second-writer")
+            self.second_writer.submit(op.stream, op.value, actor=SECOND_WRITER)
         except (Rejection, InvalidInput, ConcurrencyConflict):
             pass
         finally:
@@ -474,9 +552,17 @@ class Run:
         current = self._folds.get(stream)
         if current is None:
             current = self._folds[stream] = initial(self.machine, stream)
+        if self.store.last_version(stream) == current.version:
+            return current  # nothing new: cheaper than a read that finds nothing
         actions = self.machine.new_actions()
         for record in self.second_writer.records(stream, after=current.version):
             inp = record.input
+            actor = record.meta.actor
+            if actor == SECOND_WRITER:
+                foreign = self._foreign.setdefault(stream, set())
+                foreign.update(a.id for a in record.actions if isinstance(a, Tracked))
+            elif actor == ACTOR and isinstance(inp, Normal):
+                self._inputs_logged[stream] = self._inputs_logged.get(stream, 0) + 1
             if isinstance(inp, Completed) and inp.id not in current.outstanding:
                 raise CheckFailed(
                     "completion-once",
@@ -546,6 +632,45 @@ class Run:
                     f"{sorted(map(repr, missing))} after the restart",
                 )
 
+    def _check_input_once(self, stream: str, stored: bool, outcome: str) -> None:
+        """After a submit: the log holds each input the engine accepted, or whose commit
+        stored it before failing, once, and none that it refused."""
+        expected = self._inputs_stored.get(stream, 0) + stored
+        self._inputs_stored[stream] = expected
+        self._fold_log(stream)
+        logged = self._inputs_logged.get(stream, 0)
+        if logged != expected:
+            raise CheckFailed(
+                "input-once",
+                f"stream {stream!r}: after a submit ({outcome}) the log holds {logged} of the "
+                f"simulator's inputs where it should hold {expected} (those accepted, or stored "
+                "by a commit that then failed): an input was "
+                f"{'lost' if logged < expected else 'stored twice, or stored though refused'}",
+            )
+
+    def _check_forgotten_actions(self) -> None:
+        """Each tracked action outstanding on a record the engine wrote is one it knows of."""
+        known: set[tuple[str, ActionId]] | None = None
+        for stream in self.spec.streams:
+            outstanding = self._fold_log(stream).outstanding
+            if not outstanding:
+                continue
+            if known is None:
+                engine = self.life.engine
+                known = {(k.stream, k.action_id) for k in engine.in_flight()}
+                known.update((s.stream, s.action_id) for s in engine.stuck())
+            foreign = self._foreign.get(stream, ())
+            forgotten = [i for i in outstanding if (stream, i) not in known and i not in foreign]
+            if forgotten:
+                ids = ", ".join(sorted(map(repr, forgotten)))
+                raise CheckFailed(
+                    "forgotten-action",
+                    f"stream {stream!r}: tracked action ids [{ids}] "
+                    "are outstanding in the log, but the engine is neither handling them "
+                    "(in_flight()) nor lists them as stuck (stuck()): they would wait for "
+                    "the next restart",
+                )
+
     def _check_invariants(self, stream: str) -> None:
         if not self.spec.invariants:
             return
@@ -564,6 +689,10 @@ class Run:
     def log_bytes(self) -> list[tuple[str, int, str, bytes]]:
         """Every stored record as (stream, version, tag, body): for byte-for-byte comparisons."""
         return [(r.stream, r.version, r.tag, r.body) for r in self.store.read_log()]
+
+
+def _spoken(point: AppendPoint) -> str:
+    return point.replace("_", " ")
 
 
 def _silence(tasks: set[asyncio.Task[Any]]) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from fasm_es.engine import Engine
 from fasm_es.inputs import ActionId
 from fasm_es.machine import StateMachine
 from fasm_es.testing.virtual import EPOCH
@@ -77,7 +78,11 @@ class Faults:
     - ``crash``: the engine process dies at a random point of the submit or
       dispatch path, then restarts from the log and restores;
     - ``conflict``: a second writer appends to a stream behind the engine's back;
-    - ``time_jump``: time moves forward (timers and retry backoffs fire).
+    - ``time_jump``: time moves forward (timers and retry backoffs fire);
+    - ``store_error``: the append of a submit or of a handler's completion
+      raises :class:`~fasm_es.errors.StoreUnavailable` (the database went
+      away), either before anything is stored or after the record is stored
+      (a commit of unknown outcome); the engine goes on without a restart.
     """
 
     action_failure: float = 0.1
@@ -88,11 +93,12 @@ class Faults:
     conflict: float = 0.03
     time_jump: float = 0.05
     max_jump_seconds: float = 3600.0
+    store_error: float = 0.02
 
     @classmethod
     def none(cls) -> Faults:
         """No faults at all: the happy path only."""
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, store_error=0.0)
 
 
 @dataclass
@@ -105,7 +111,9 @@ class Simulation(Generic[S]):
     automatically when the spec is a module-level name. ``determinism_every``
     samples live STF calls for the determinism check; ``snapshot_every`` makes
     the simulated engine snapshot at least that often, so restarts go through
-    snapshots too (``None`` keeps the machine's own setting).
+    snapshots too (``None`` keeps the machine's own setting). ``engine`` is
+    the engine class the simulator runs: :class:`~fasm_es.Engine`, or a
+    subclass of it under test.
     """
 
     machine: Callable[[], StateMachine[S, Any, Any, Any, Any]]
@@ -119,3 +127,4 @@ class Simulation(Generic[S]):
     snapshot_every: int | None = 50
     start: datetime = EPOCH
     location: str | None = None
+    engine: type[Engine[Any, Any, Any, Any, Any]] = Engine

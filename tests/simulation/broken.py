@@ -16,7 +16,17 @@ from examples.coffee_shop.machine import CoffeeShop, LoyaltyAccount
 from examples.coffee_shop.simulation import SIMULATION as COFFEE
 from examples.coffee_shop.simulation import RewardsWorld, inputs
 from examples.counter import CounterState, Increment
-from fasm_es import Actions, Completed, Input, Normal, NoTracked, StateMachine
+from fasm_es import (
+    Actions,
+    Completed,
+    Engine,
+    Input,
+    Normal,
+    NoTracked,
+    Record,
+    StateMachine,
+    StoreUnavailable,
+)
 from fasm_es.testing import Faults, Simulation
 
 
@@ -136,4 +146,46 @@ LOST_ON_RESTART = Simulation(
     world=NoWorld,
     invariants=[mirror_matches],
     faults=Faults(crash=0.02),
+)
+
+
+# 6. An engine that forgets commits of unknown outcome.
+
+
+class DoubtlessEngine(Engine[Any, Any, Any, Any, Any]):
+    def _doubted(self) -> None:
+        # The bug: a commit that failed after storing its record is never reread,
+        # so that record's tracked actions wait, undispatched, for the next restart.
+        return None
+
+
+FORGETS_UNKNOWN_OUTCOMES = Simulation(
+    machine=CoffeeShop,
+    inputs=inputs,
+    world=RewardsWorld,
+    invariants=COFFEE.invariants,
+    streams=COFFEE.streams,
+    engine=DoubtlessEngine,
+)
+
+
+# 7. An engine that retries a commit of unknown outcome as if nothing had been stored.
+
+
+class BlindRetryEngine(Engine[Any, Any, Any, Any, Any]):
+    async def submit(self, stream: str, value: Any, **meta: Any) -> Record[Any, Any, Any, Any]:
+        try:
+            return await super().submit(stream, value, **meta)
+        except StoreUnavailable:
+            # The bug: the failed commit may have stored the input; this stores it again.
+            return await super().submit(stream, value, **meta)
+
+
+RETRIES_BLINDLY = Simulation(
+    machine=CoffeeShop,
+    inputs=inputs,
+    world=RewardsWorld,
+    invariants=COFFEE.invariants,
+    streams=COFFEE.streams,
+    engine=BlindRetryEngine,
 )

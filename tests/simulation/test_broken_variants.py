@@ -1,5 +1,5 @@
-"""The simulator finds each deliberately broken machine within the default budget,
-names the failing check, and prints a command that reproduces the failure."""
+"""The simulator finds each deliberately broken machine (or engine) within the default
+budget, names the failing check, and prints a command that reproduces the failure."""
 
 from __future__ import annotations
 
@@ -15,22 +15,29 @@ from fasm_es.testing import Simulation, SimulationFailure, simulate
 HERE = Path(__file__).resolve().parent
 
 CASES = [
-    ("WALL_CLOCK", "determinism"),
-    ("UNSEEDED_RANDOM", "determinism"),
-    ("FORGETFUL_RESTORE", "restore"),
-    ("DEAF_TO_COMPLETIONS", "restore"),
-    ("LOST_ON_RESTART", "invariant"),
+    ("WALL_CLOCK", "determinism", None),
+    ("UNSEEDED_RANDOM", "determinism", None),
+    ("FORGETFUL_RESTORE", "restore", None),
+    ("DEAF_TO_COMPLETIONS", "restore", None),
+    ("LOST_ON_RESTART", "invariant", None),
+    # Only a commit that stored its record before failing leaves actions behind.
+    ("FORGETS_UNKNOWN_OUTCOMES", "forgotten-action", "the store fails after the append"),
+    ("RETRIES_BLINDLY", "input-once", "the store fails after the append"),
 ]
 
 
-@pytest.mark.parametrize(("name", "check"), CASES, ids=[c[0] for c in CASES])
-def test_simulator_finds_the_bug_and_the_command_reproduces_it(name: str, check: str) -> None:
+@pytest.mark.parametrize(("name", "check", "cause"), CASES, ids=[c[0] for c in CASES])
+def test_simulator_finds_the_bug_and_the_command_reproduces_it(
+    name: str, check: str, cause: str | None
+) -> None:
     spec: Simulation[object] = getattr(broken, name)
     with pytest.raises(SimulationFailure) as info:
         simulate(spec)  # the default budget: 100 seeds x 1000 steps
     failure = info.value
     assert failure.check == check, str(failure)
     assert 1 <= len(failure.shrunk) <= failure.step
+    if cause is not None:
+        assert any(cause in op.describe() for op in failure.shrunk), str(failure)
     assert f"broken:{name}" in failure.command
     assert f"--seed {failure.seed} --steps {failure.step}" in failure.command
     text = str(failure)
