@@ -2,7 +2,9 @@
 
 Nothing here touches storage: records come in, a :class:`StreamState` comes
 out. The engine, the replay checker and the simulator all fold through
-:func:`apply_record`, so "replay equals live" compares one code path with itself.
+:func:`apply_record`, so "replay equals live" compares one code path with itself;
+:func:`fold_stored`, the path that loads a stream, runs the same STF calls and
+bookkeeping on records as stored, decoding only what folding needs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from fasm_es.actions import Actions, Tracked, Untracked
 from fasm_es.errors import CompletionNotOutstanding, MachineError, Rejection, ReplayDivergence
 from fasm_es.inputs import ActionId, Completed
 from fasm_es.machine import StateMachine, drive
-from fasm_es.record import GENESIS, Record
+from fasm_es.record import GENESIS, Codec, RawRecord, Record
 
 S = TypeVar("S")
 A = TypeVar("A")
@@ -94,7 +96,7 @@ def apply_record(
     try:
         drive(machine.stf(current.state, inp, actions), machine.name, "stf")
     except Exception as exc:
-        raise _divergence(record, exc) from exc
+        raise _divergence(record.stream, record.version, exc) from exc
     if check_actions:
         emitted = actions.to_tuple()
         if emitted != record.actions:
@@ -104,15 +106,13 @@ def apply_record(
     current.record_outcome(completed_id, record.actions, record.version, record.hash)
 
 
-def _divergence(record: Record[Any, Any, Any, Any], exc: Exception) -> Exception:
+def _divergence(stream: str, version: int, exc: Exception) -> Exception:
     """What a recorded input that the STF no longer accepts is reported as."""
     if isinstance(exc, MachineError):
         return exc
     what = "rejects it" if isinstance(exc, Rejection) else "raises"
     return ReplayDivergence(
-        record.stream,
-        record.version,
-        f"the recorded input was accepted but the STF now {what}: {exc!r}",
+        stream, version, f"the recorded input was accepted but the STF now {what}: {exc!r}"
     )
 
 
@@ -138,19 +138,44 @@ def fold(
     """Fold ``records`` (in version order) onto ``start`` or the initial state."""
     current = start if start is not None else initial(machine, stream)
     actions = machine.new_actions()
-    if check_actions:
-        for record in records:
-            apply_record(machine, current, record, actions, check_actions=True)
-        return current
-    # The common case, inlined: this loop is the replay hot path.
+    for record in records:
+        apply_record(machine, current, record, actions, check_actions=check_actions)
+    return current
+
+
+def fold_stored(
+    machine: StateMachine[S, Any, A, Any, Any],
+    codec: Codec[Any, A, Any, Any],
+    stream: str,
+    raws: Iterable[RawRecord],
+    start: StreamState[S, A] | None = None,
+) -> StreamState[S, A]:
+    """Decode and fold stored records (in version order) onto ``start`` or the initial state.
+
+    The same as ``fold(machine, stream, map(codec.decode, raws), start)``,
+    but a record :meth:`Codec.fold_input` can read is folded from its input
+    alone (no :class:`Record` is built, and the actions in its untracked
+    entries are not validated), and only the last record's hash is read.
+    This is the replay hot path.
+    """
+    current = start if start is not None else initial(machine, stream)
+    actions = machine.new_actions()
+    fold_input = codec.fold_input
     stf = machine.stf
     state = current.state
     clear = actions.clear
-    outstanding = current.outstanding
-    for record in records:
-        inp = record.input
-        if record.version != current.version + 1 or isinstance(inp, Completed):
-            apply_record(machine, current, record, actions)
+    version = current.version
+    last: RawRecord | None = None  # the newest record folded here, whose hash is not yet read
+    for raw in raws:
+        inp = fold_input(raw)
+        if inp is None or raw.version != version + 1:
+            # Anything else (a completion, an upcast, a gap): the general path.
+            current.version = version
+            if last is not None:
+                current.last_hash = codec.stored_hash(last)
+                last = None
+            apply_record(machine, current, codec.decode(raw), actions)
+            version = current.version
             continue
         clear()
         try:
@@ -158,12 +183,12 @@ def fold(
             if result is not None:
                 drive(result, machine.name, "stf")
         except Exception as exc:
-            raise _divergence(record, exc) from exc
-        for action in record.actions:
-            if isinstance(action, Tracked):
-                outstanding[action.id] = action.action
-        current.version = record.version
-        current.last_hash = record.hash
+            raise _divergence(raw.stream, raw.version, exc) from exc
+        version += 1
+        last = raw
+    current.version = version
+    if last is not None:
+        current.last_hash = codec.stored_hash(last)
     return current
 
 

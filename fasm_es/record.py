@@ -23,19 +23,21 @@ from __future__ import annotations
 import hashlib
 import json
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar, Union
+from typing import Annotated, Any, Generic, NoReturn, TypeVar, Union
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
+    GetCoreSchemaHandler,
     Tag,
     TypeAdapter,
     ValidationError,
     create_model,
 )
-from pydantic_core import PydanticSerializationError
+from pydantic_core import PydanticSerializationError, core_schema
 
 from fasm_es.actions import Tracked, Untracked
 from fasm_es.errors import CorruptRecord, InvalidInput, MachineError, UnknownRecordType
@@ -140,6 +142,59 @@ def _metadata_json(meta: Metadata) -> bytes:
     return meta.model_dump_json(exclude_none=True).encode()
 
 
+class _StoredHash(BaseModel):
+    """Just the chain hash of a stored body (the rest is ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    hash: str
+
+
+def _refuse_tracked(value: object) -> NoReturn:
+    raise ValueError("a tracked action entry, in a machine that declares none")
+
+
+class _FoldInput:
+    """The schema that validates a normal record's body straight into its ``Normal`` input.
+
+    ``input`` and ``meta`` go through their declared types into the
+    ``Normal``; ``hash`` must be a string, and ``actions`` a list of entries
+    without an ``"id"`` (untracked), but neither is kept: folding a machine
+    without tracked actions needs only the last record's hash and none of
+    its actions. pydantic builds the ``Normal`` itself, so no body object is
+    built and thrown away.
+    """
+
+    def __init__(self, input_type: Any) -> None:
+        self.input_type = input_type
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        # Only an entry's keys are checked: its action is neither validated nor built.
+        untracked_entry = core_schema.typed_dict_schema(
+            {
+                "id": core_schema.typed_dict_field(
+                    core_schema.no_info_plain_validator_function(_refuse_tracked),
+                    required=False,
+                )
+            },
+            extra_behavior="ignore",
+        )
+        fields = [
+            core_schema.dataclass_field(
+                "value", handler.generate_schema(self.input_type), validation_alias="input"
+            ),
+            core_schema.dataclass_field(
+                "actions", core_schema.list_schema(untracked_entry), init_only=True
+            ),
+            core_schema.dataclass_field("meta", handler.generate_schema(Metadata)),
+            core_schema.dataclass_field("hash", core_schema.str_schema(), init_only=True),
+        ]
+        args = core_schema.dataclass_args_schema("Normal", fields, extra_behavior="ignore")
+        return core_schema.dataclass_schema(Normal, args, ["value", "meta"], slots=True)
+
+
 class Codec(Generic[I, A, R, U]):
     """Encodes and decodes one machine's records through its declared types.
 
@@ -206,19 +261,16 @@ class Codec(Generic[I, A, R, U]):
         )
 
         # A machine without tracked actions needs nothing from a record's
-        # actions to fold its state: loading skips validating them (replay
-        # checks and ``decode`` still validate everything).
-        self._fold_bodies: dict[str, type[BaseModel]] | None = None
+        # actions to fold its state: loading checks that they are untracked
+        # entries but neither validates nor builds the actions in them (replay
+        # checks and ``decode`` still validate everything). The input and
+        # metadata are validated under the same config as in ``decode``.
+        self._fold_inputs: dict[str, Callable[[bytes], Normal[Any]]] = {}
         if not types.declares_tracked:
-            lenient = ConfigDict(extra="ignore")
-            self._fold_bodies = {
-                self.schema.current_tag(tag): create_model(
-                    f"{types.machine}{tag}FoldBody",
-                    __config__=lenient,
-                    input=(tp, ...),
-                    meta=(Metadata, ...),
-                    hash=(str, ...),
-                )
+            self._fold_inputs = {
+                self.schema.current_tag(tag): TypeAdapter(
+                    Annotated[Any, _FoldInput(tp)], config=config
+                ).validator.validate_json
                 for tag, tp in types.input_tags.items()
             }
 
@@ -337,12 +389,7 @@ class Codec(Generic[I, A, R, U]):
                 tag, body_model, data = self._upcast(raw)
                 body = body_model.model_validate(data)
         except ValidationError as exc:
-            raise CorruptRecord(
-                raw.stream,
-                raw.version,
-                f"body of record type {raw.tag!r} does not match machine "
-                f"{self.types.machine}'s declaration: {exc}",
-            ) from exc
+            raise self._corrupt(raw, exc) from exc
         inp: Normal[I] | Completed[R]
         if tag == self._completed_tag:
             inp = Completed(body.id, body.result, body.meta)
@@ -352,33 +399,41 @@ class Codec(Generic[I, A, R, U]):
             raw.stream, raw.version, raw.position, raw.tag, inp, tuple(body.actions), body.hash
         )
 
-    def decode_for_fold(self, raw: RawRecord) -> Record[I, A, R, U]:
-        """Decode what folding needs: as :meth:`decode`, but for a machine that
-        declares no tracked actions the record's untracked actions are left out
-        (empty) and not validated; :meth:`decode`, replay checks and
-        ``fasm_es.verify`` still see them."""
-        fold_model = self._fold_bodies.get(raw.tag) if self._fold_bodies is not None else None
-        if fold_model is None or b'{"id":' in raw.body:
-            # A tracked entry where none can be would change what the fold
-            # means: decode it fully, so it is reported as corrupt.
-            return self.decode(raw)
+    def fold_input(self, raw: RawRecord) -> Normal[I] | None:
+        """The input of ``raw`` if folding may skip :meth:`decode`, else None.
+
+        For a machine that declares no tracked actions, a normal record of a
+        current type is validated straight into its ``Normal`` input, through
+        the same declared types as in :meth:`decode`. Its action entries must
+        be untracked ones (no ``"id"``), but the actions in them are neither
+        validated nor built, since folding does not need them; its hash must
+        be a string, but only :meth:`stored_hash` returns it. :meth:`decode`,
+        replay checks and ``fasm_es.verify`` still validate everything.
+
+        None for any other record, and for a body that does not validate:
+        decode that one instead, which says what is wrong with it.
+        """
+        validate = self._fold_inputs.get(raw.tag)
+        if validate is None:
+            return None
         try:
-            body: Any = fold_model.__pydantic_validator__.validate_json(raw.body)
+            return validate(raw.body)
+        except ValidationError:
+            return None
+
+    def stored_hash(self, raw: RawRecord) -> str:
+        """The chain hash stored in ``raw``'s body (as :meth:`decode` would give it)."""
+        try:
+            return _StoredHash.model_validate_json(raw.body).hash
         except ValidationError as exc:
-            raise CorruptRecord(
-                raw.stream,
-                raw.version,
-                f"body of record type {raw.tag!r} does not match machine "
-                f"{self.types.machine}'s declaration: {exc}",
-            ) from exc
-        return Record(
+            raise self._corrupt(raw, exc) from exc
+
+    def _corrupt(self, raw: RawRecord, exc: ValidationError) -> CorruptRecord:
+        return CorruptRecord(
             raw.stream,
             raw.version,
-            raw.position,
-            raw.tag,
-            Normal(body.input, body.meta),
-            (),
-            body.hash,
+            f"body of record type {raw.tag!r} does not match machine "
+            f"{self.types.machine}'s declaration: {exc}",
         )
 
     def _upcast(self, raw: RawRecord) -> tuple[str, type[BaseModel], Any]:

@@ -25,7 +25,7 @@ from fasm_es.errors import (
     RecordTooLarge,
     ReplayDivergence,
 )
-from fasm_es.fold import StreamState, apply_record, fold, initial, restore_actions
+from fasm_es.fold import StreamState, apply_record, fold_stored, initial, restore_actions
 from fasm_es.inputs import ActionId, Completed, Input, Metadata, Normal
 from fasm_es.machine import StateMachine, drive
 from fasm_es.record import Codec, EncodedRecord, Record
@@ -128,9 +128,8 @@ class Streams(Generic[S, I, A, R, U]):
         """
         start = self._load_snapshot(stream, at) if self.machine.snapshot_every else None
         after = start.version if start is not None else 0
-        decode = self.codec.decode_for_fold
         raws = self.store.read_stream(stream, after=after, upto=at)
-        return fold(self.machine, stream, map(decode, raws), start)
+        return fold_stored(self.machine, self.codec, stream, raws, start)
 
     def _load_snapshot(self, stream: str, at: int | None) -> StreamState[S, A] | None:
         raw = self.store.load_snapshot(stream, at=at)
@@ -361,8 +360,11 @@ class Streams(Generic[S, I, A, R, U]):
     def commit(self, staged: Sequence[Staged[I, A, R, U]]) -> list[Record[I, A, R, U]]:
         """Append staged records in one transaction; return them with their positions.
 
-        On any failure nothing is stored and every stream in the batch is
-        dropped from the cache, so its state is refolded from the log.
+        On any failure every stream in the batch is dropped from the cache,
+        so its state is refolded from the log. A conflict stores nothing; any
+        other error (the database went away during commit) may have stored
+        the batch all the same: its outcome is unknown until the streams are
+        read again (the engine does, see :mod:`fasm_es.group_commit`).
         """
         try:
             positions = self.store.append([s.encoded for s in staged])

@@ -31,6 +31,8 @@ from machines import (
 )
 
 from fasm_es import (
+    CorruptRecord,
+    EncodedRecord,
     ManualClock,
     Normal,
     Streams,
@@ -139,6 +141,48 @@ def test_default_restore_through_streams(tmp_path: Path) -> None:
     streams = Streams(Payments(), open_store(sqlite_url(tmp_path)))
     streams.submit("p", Charge(amount=4))
     assert streams.restore("p") == (Tracked(1, ChargeCard(amount=4)),)
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def test_load_gives_the_version_and_hash_of_the_record_it_ends_at(tmp_path: Path) -> None:
+    streams = Streams(Tally(), open_store(sqlite_url(tmp_path)), clock=ManualClock())
+    for by in range(1, 6):
+        streams.submit("t", Increment(by=by))
+    hashes = [r.hash for r in streams.records("t")]
+    fresh = Streams(Tally(), streams.store)
+    for at in range(6):
+        loaded = fresh.load("t", at=at)
+        assert loaded.state == TallyState(value=at * (at + 1) // 2)
+        assert loaded.version == at
+        assert loaded.last_hash == (hashes[at - 1] if at else "")
+    # The next record chains onto the loaded hash.
+    assert fresh.submit("t", Increment()).version == 6
+    assert [r.hash for r in streams.records("t")][:5] == hashes
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        b'{"id":1,"action":{"previous":1,"current":2}}',
+        b'{"action":{"previous":1,"current":2},"id":1}',
+    ],
+)
+def test_load_reports_a_tracked_action_in_a_machine_that_declares_none(
+    tmp_path: Path, entry: bytes
+) -> None:
+    streams = Streams(Tally(), open_store(sqlite_url(tmp_path)))
+    streams.submit("t", Increment())
+    body = (
+        b'{"input":{"by":1},"actions":[' + entry + b"],"
+        b'"meta":{"accepted_at":"2026-01-01T00:00:00Z"},"hash":"' + b"0" * 64 + b'"}'
+    )
+    streams.store.append([EncodedRecord("t", 2, "Increment", body, "0" * 64)])
+    with pytest.raises(CorruptRecord) as info:
+        Streams(Tally(), streams.store).load("t")
+    assert (info.value.stream, info.value.version) == ("t", 2)
+    assert "Tally" in str(info.value)
 
 
 # -- time travel --------------------------------------------------------------------------

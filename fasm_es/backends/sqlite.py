@@ -127,7 +127,8 @@ class SQLiteBackend:
             params.append(lte)
         statement += "ORDER BY originator_version LIMIT ?"
         params.append(limit)
-        return [RawRecord(stream, r[0], r[1], r[2], r[3]) for r in self._query(statement, params)]
+        rows = self._query(statement, params)
+        return [RawRecord(stream, v, position, tag, body) for v, position, tag, body in rows]
 
     def select_log(self, gt: int, lte: int | None, limit: int) -> list[RawRecord]:
         statement = (
