@@ -293,6 +293,11 @@ class GroupCommit:
         dropped: set[str] = set()
         deferred: list[Submission] = []
         in_batch: dict[tuple[str, str], Submission] = {}
+        if len(batch) > 1:
+            try:
+                self.streams.preload([s.stream for s in batch])
+            except Exception:  # an optimisation only: each stream then loads by itself
+                log.debug("preloading the batch's new streams failed", exc_info=True)
         for s in batch:
             if s.stream in dropped:
                 deferred.append(s)

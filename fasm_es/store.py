@@ -61,6 +61,10 @@ class Backend(Protocol):
         """The stream's highest version (0 if it has none)."""
         ...
 
+    def last_versions(self, streams: Sequence[str]) -> dict[str, int]:
+        """The highest version of each of ``streams`` that has records (absent: none)."""
+        ...
+
     def last_position(self) -> int:
         """The highest global position (0 if the log is empty)."""
         ...
@@ -162,6 +166,15 @@ class EventStore:
     def last_version(self, stream: str) -> int:
         """The stream's highest version; 0 for a stream with no records."""
         return self.backend.last_version(stream)
+
+    def last_versions(self, streams: Sequence[str]) -> dict[str, int]:
+        """The highest version of each of ``streams`` that has records, in one read.
+
+        Streams with no records are left out of the answer.
+        """
+        if not streams:
+            return {}
+        return self.backend.last_versions(streams)
 
     def last_position(self) -> int:
         """The global position of the newest record; 0 for an empty log."""

@@ -205,6 +205,31 @@ class Streams(Generic[S, I, A, R, U]):
             self._cache.move_to_end(stream)
         return cached
 
+    def preload(self, streams: Sequence[str]) -> int:
+        """Cache the initial state of those of ``streams`` that have no records yet.
+
+        One read of the store answers for all of them, where loading each
+        would take its own reads (snapshot and records). Streams already
+        cached, or with records, are left to load when first used. Another
+        writer creating one of them meanwhile is caught by optimistic
+        concurrency, as for any cached state. Returns how many were cached.
+        """
+        with self._lock:
+            missing = [s for s in dict.fromkeys(streams) if s not in self._cache]
+        if len(missing) < 2:
+            return 0  # one stream loads as cheaply by itself
+        existing = self.store.last_versions(missing)
+        added = 0
+        with self._lock:
+            for stream in missing:
+                if stream in existing or stream in self._cache:
+                    continue
+                self._cache[stream] = fold_stored(self.machine, self.codec, stream, (), None)
+                added += 1
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return added
+
     def forget(self, stream: str | None = None) -> None:
         """Drop the cached state of ``stream`` (or of every stream)."""
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,19 @@ from machines import (
 )
 
 from fasm_es import (
+    ConcurrencyConflict,
     CorruptRecord,
     EncodedRecord,
+    EventStore,
     ManualClock,
     Normal,
+    RawRecord,
     Streams,
     Tracked,
     Untracked,
     open_store,
 )
+from fasm_es.record import RawSnapshot
 
 START = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
 
@@ -253,3 +258,52 @@ def test_rejected_input_leaves_no_trace_of_its_metadata(tmp_path: Path) -> None:
     record = streams.submit("t", Increment(by=1), actor="third")
     assert [r.meta.actor for r in streams.records("t")] == ["first", "third"]
     assert record.meta.accepted_at == START + timedelta(seconds=2)
+
+
+class CallCountingStore(EventStore):
+    """An EventStore that notes which of its read methods were called."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner.backend, inner.url)
+        self.calls: list[str] = []
+
+    def read_stream(self, stream: str, **options: Any) -> Iterator[RawRecord]:
+        self.calls.append("read_stream")
+        return super().read_stream(stream, **options)
+
+    def load_snapshot(self, stream: str, *, at: int | None = None) -> RawSnapshot | None:
+        self.calls.append("load_snapshot")
+        return super().load_snapshot(stream, at=at)
+
+    def last_versions(self, streams: Sequence[str]) -> dict[str, int]:
+        self.calls.append("last_versions")
+        return super().last_versions(streams)
+
+
+def test_preload_caches_new_streams_with_one_read_and_leaves_existing_ones() -> None:
+    store = CallCountingStore(open_store("memory://"))
+    writer = Streams(Tally(), store)
+    writer.submit("old", Increment(by=5))
+    streams = Streams(Tally(), store)
+    store.calls.clear()
+    assert streams.preload(["a", "b", "old", "a"]) == 2
+    assert store.calls == ["last_versions"]
+    store.calls.clear()
+    assert streams.submit("a", Increment(by=2)).version == 1
+    assert streams.submit("b", Increment(by=3)).version == 1
+    assert "read_stream" not in store.calls and "load_snapshot" not in store.calls
+    assert streams.submit("old", Increment(by=1)).version == 2  # loaded as before
+    assert streams.peek("old").value == 6
+    assert streams.preload(["a", "b"]) == 0  # cached already: nothing read
+    assert streams.preload(["lonely"]) == 0  # one stream loads by itself
+
+
+def test_a_stream_created_by_another_writer_after_preload_conflicts_and_reloads() -> None:
+    store = open_store("memory://")
+    streams = Streams(Tally(), store)
+    streams.preload(["a", "b"])
+    Streams(Tally(), store).submit("a", Increment(by=10))
+    with pytest.raises(ConcurrencyConflict):
+        streams.commit([streams.stage("a", streams.normal(Increment(by=1)))])
+    record = streams.submit("a", Increment(by=1))
+    assert record.version == 2 and streams.peek("a").value == 11

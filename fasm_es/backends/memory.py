@@ -71,6 +71,11 @@ class MemoryBackend:
         with self._lock:
             return len(self._positions.get(stream, ()))
 
+    def last_versions(self, streams: Sequence[str]) -> dict[str, int]:
+        with self._lock:
+            found = ((s, len(self._positions.get(s, ()))) for s in streams)
+            return {s: n for s, n in found if n}
+
     def last_position(self) -> int:
         return self.recorder.max_notification_id() or 0
 

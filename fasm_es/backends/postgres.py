@@ -204,6 +204,10 @@ class PostgresBackend:
         self._sql_last_version = SQL(
             "SELECT MAX(originator_version) AS n FROM {} WHERE originator_id = %s"
         ).format(table)
+        self._sql_last_versions = SQL(
+            "SELECT originator_id, MAX(originator_version) AS n FROM {} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(table)
         self._sql_last_position = SQL("SELECT MAX(notification_id) AS n FROM {}").format(table)
         self._sql_streams = SQL(
             "SELECT DISTINCT originator_id FROM {} WHERE originator_id > %s "
@@ -349,6 +353,14 @@ class PostgresBackend:
     def last_version(self, stream: str) -> int:
         rows = self._query(f"reading stream {stream!r}", self._sql_last_version, [stream])
         return int(rows[0]["n"] or 0)
+
+    def last_versions(self, streams: Sequence[str]) -> dict[str, int]:
+        rows = self._query(
+            f"reading the versions of {len(streams)} stream(s)",
+            self._sql_last_versions,
+            [list(streams)],
+        )
+        return {r["originator_id"]: int(r["n"]) for r in rows}
 
     def last_position(self) -> int:
         rows = self._query("reading the log", self._sql_last_position, [])

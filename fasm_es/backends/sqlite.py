@@ -25,6 +25,8 @@ from fasm_es.record import EncodedRecord, RawRecord, RawSnapshot
 
 TABLE = "fasm_records"
 SNAPSHOT_TABLE = "fasm_snapshots"
+IN_LIST_LIMIT = 500
+"""Stream ids per ``IN (...)`` list (SQLite bounds the parameters of one statement)."""
 
 
 def sqlite_path(url: str) -> str:
@@ -148,6 +150,20 @@ class SQLiteBackend:
             f"SELECT MAX(originator_version) FROM {TABLE} WHERE originator_id=?", [stream]
         )
         return int(rows[0][0] or 0)
+
+    def last_versions(self, streams: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        unique = list(dict.fromkeys(streams))
+        for start in range(0, len(unique), IN_LIST_LIMIT):
+            chunk = unique[start : start + IN_LIST_LIMIT]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT originator_id, MAX(originator_version) FROM {TABLE} "
+                f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
+                chunk,
+            )
+            found.update((r[0], int(r[1])) for r in rows)
+        return found
 
     def last_position(self) -> int:
         return int(self._query(f"SELECT MAX(rowid) FROM {TABLE}", [])[0][0] or 0)

@@ -301,6 +301,18 @@ def test_last_version_last_position_and_streams(
         assert list(store.streams(page_size=page_size)) == names
 
 
+def test_last_versions_answers_for_many_streams_in_one_call(
+    store: EventStore, make_records: MakeRecords
+) -> None:
+    for stream, count in (("delta", 3), ("alpha", 1), ("charlie", 4)):
+        store.append(make_records(stream, count))
+    asked = ["charlie", "unknown", "alpha", "charlie", "delta", "also-unknown"]
+    assert store.last_versions(asked) == {"charlie": 4, "alpha": 1, "delta": 3}
+    assert store.last_versions([]) == {}
+    many = [f"new-{i}" for i in range(1200)] + ["delta"]  # more than one IN list on SQLite
+    assert store.last_versions(many) == {"delta": 3}
+
+
 def test_an_empty_store(store: EventStore) -> None:
     assert list(store.read_stream("nothing")) == []
     assert list(store.read_stream("nothing", after=3, upto=9)) == []
