@@ -7,6 +7,7 @@ rowid, which SQLite assigns in commit order because it has one writer at a time.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,8 +26,6 @@ from fasm_es.record import EncodedRecord, RawRecord, RawSnapshot
 
 TABLE = "fasm_records"
 SNAPSHOT_TABLE = "fasm_snapshots"
-IN_LIST_LIMIT = 500
-"""Stream ids per ``IN (...)`` list (SQLite bounds the parameters of one statement)."""
 
 
 def sqlite_path(url: str) -> str:
@@ -152,18 +151,13 @@ class SQLiteBackend:
         return int(rows[0][0] or 0)
 
     def last_versions(self, streams: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        unique = list(dict.fromkeys(streams))
-        for start in range(0, len(unique), IN_LIST_LIMIT):
-            chunk = unique[start : start + IN_LIST_LIMIT]
-            marks = ",".join("?" * len(chunk))
-            rows = self._query(
-                f"SELECT originator_id, MAX(originator_version) FROM {TABLE} "
-                f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
-                chunk,
-            )
-            found.update((r[0], int(r[1])) for r in rows)
-        return found
+        # One parameter however many streams: their ids as a JSON array.
+        rows = self._query(
+            f"SELECT originator_id, MAX(originator_version) FROM {TABLE} "
+            "WHERE originator_id IN (SELECT value FROM json_each(?)) GROUP BY originator_id",
+            [json.dumps(list(streams))],
+        )
+        return {r[0]: int(r[1]) for r in rows}
 
     def last_position(self) -> int:
         return int(self._query(f"SELECT MAX(rowid) FROM {TABLE}", [])[0][0] or 0)
