@@ -10,10 +10,14 @@ AppendPoint = Literal["before_append", "after_append"]
 Outcome = Literal["ok", "fail", "lose", "crash"]
 
 
-def _store_fails(point: AppendPoint) -> str:
+def _store_fails(point: AppendPoint, outage: int) -> str:
     if point == "before_append":
-        return "the store fails before the append: nothing stored"
-    return "the store fails after the append: stored, outcome unknown to the engine"
+        text = "the store fails before the append: nothing stored"
+    else:
+        text = "the store fails after the append: stored, outcome unknown to the engine"
+    if outage:
+        text += f"; then it refuses its next {outage} call{'s' if outage > 1 else ''} (an outage)"
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,18 +27,22 @@ class Submit:
     With ``crash`` the engine dies at that point of commit; with
     ``store_error`` the append raises :class:`~fasm_es.errors.StoreUnavailable`
     at that point (after it: the record is stored although the caller gets
-    the error) and the engine goes on.
+    the error) and the engine goes on. ``outage`` more store calls then fail
+    the same way, reads and writes alike, before doing anything (an outage,
+    which also ends after a while of virtual time, or when the engine is
+    killed).
     """
 
     stream: str
     value: Any
     crash: AppendPoint | None = None
     store_error: AppendPoint | None = None
+    outage: int = 0
 
     def describe(self) -> str:
         where = f" (engine killed {self.crash.replace('_', ' ')})" if self.crash else ""
         if self.store_error:
-            where += f" ({_store_fails(self.store_error)})"
+            where += f" ({_store_fails(self.store_error, self.outage)})"
         return f"submit {self.stream!r} {self.value!r}{where}"
 
 
@@ -47,15 +55,16 @@ class Deliver:
     the action, then the engine dies before it hears the answer. With
     ``store_error`` (and ``ok``) the append of the answer's completion
     raises :class:`~fasm_es.errors.StoreUnavailable` at that point: the
-    engine's dispatcher retries.
+    engine's dispatcher retries. ``outage`` as for :class:`Submit`.
     """
 
     pick: int
     outcome: Outcome
     store_error: AppendPoint | None = None
+    outage: int = 0
 
     def describe(self) -> str:
-        where = f"; {_store_fails(self.store_error)}" if self.store_error else ""
+        where = f"; {_store_fails(self.store_error, self.outage)}" if self.store_error else ""
         return f"deliver request #{self.pick} ({self.outcome}{where})"
 
 

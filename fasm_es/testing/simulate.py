@@ -76,7 +76,8 @@ class SimulationReport:
             f"{s.invalid}, conflicts {s.conflicts}); answers {s.delivered}, failed calls "
             f"{s.failed_calls}, lost {s.lost}",
             f"  crashes {s.crashes}, store errors {s.store_errors} ({s.unknown_outcomes} of "
-            f"unknown outcome), second-writer appends {s.second_writer}, time jumps "
+            f"unknown outcome; {s.outages} outages refused {s.refused_calls} calls), "
+            f"second-writer appends {s.second_writer}, time jumps "
             f"{s.time_jumps}; duplicates refused {s.duplicates_refused}, late refused "
             f"{s.late_refused}, late accepted {s.late_accepted}; replay checks "
             f"{s.replay_checks}; determinism probes {self.probed_calls}",

@@ -82,7 +82,12 @@ class Faults:
     - ``store_error``: the append of a submit or of a handler's completion
       raises :class:`~fasm_es.errors.StoreUnavailable` (the database went
       away), either before anything is stored or after the record is stored
-      (a commit of unknown outcome); the engine goes on without a restart.
+      (a commit of unknown outcome); the engine goes on without a restart;
+    - ``outage``: the chance that a store error begins an outage: the store
+      then refuses its next 1 to ``max_outage_calls`` calls from the engine
+      (reads and writes alike), or refuses them until
+      ``max_outage_seconds`` of virtual time have passed, whichever ends
+      first (a restart of the engine ends it too).
     """
 
     action_failure: float = 0.1
@@ -94,11 +99,21 @@ class Faults:
     time_jump: float = 0.05
     max_jump_seconds: float = 3600.0
     store_error: float = 0.02
+    outage: float = 0.5
+    max_outage_calls: int = 8
+    max_outage_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.outage and (self.max_outage_calls < 1 or self.max_outage_seconds <= 0):
+            raise ValueError(
+                "an outage needs max_outage_calls >= 1 and max_outage_seconds > 0, got "
+                f"{self.max_outage_calls} and {self.max_outage_seconds} (or set outage=0)"
+            )
 
     @classmethod
     def none(cls) -> Faults:
         """No faults at all: the happy path only."""
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, store_error=0.0)
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, store_error=0.0, outage=0.0)
 
 
 @dataclass

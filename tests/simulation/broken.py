@@ -189,3 +189,31 @@ RETRIES_BLINDLY = Simulation(
     streams=COFFEE.streams,
     engine=BlindRetryEngine,
 )
+
+
+# 8. An engine that stops rereading streams in doubt when the store does not answer.
+
+
+class ImpatientEngine(Engine[Any, Any, Any, Any, Any]):
+    async def _settle_doubts(self) -> None:
+        while self._commits.in_doubt and self._state in ("starting", "running"):
+            plans, error = await self._commits.exclusive(
+                self._commits.settle_doubts, self._plan_doubted
+            )
+            for made in plans:
+                self._carry_out(made, leave_stuck=True)
+            if error is not None:
+                # The bug: no retry with backoff. The streams stay in doubt until some
+                # later commit happens to start a reread, so a record stored by the
+                # failed commit has its tracked actions wait, undispatched, until then.
+                return
+
+
+GIVES_UP_ON_DOUBTS = Simulation(
+    machine=CoffeeShop,
+    inputs=inputs,
+    world=RewardsWorld,
+    invariants=COFFEE.invariants,
+    streams=COFFEE.streams,
+    engine=ImpatientEngine,
+)

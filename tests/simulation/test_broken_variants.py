@@ -23,6 +23,8 @@ CASES = [
     # Only a commit that stored its record before failing leaves actions behind.
     ("FORGETS_UNKNOWN_OUTCOMES", "forgotten-action", "the store fails after the append"),
     ("RETRIES_BLINDLY", "input-once", "the store fails after the append"),
+    # Only a reread that meets a store still down tells giving up from retrying.
+    ("GIVES_UP_ON_DOUBTS", "forgotten-action", "(an outage)"),
 ]
 
 

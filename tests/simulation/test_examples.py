@@ -67,6 +67,7 @@ def test_example_passes_the_default_budget_with_every_fault(example: Example) ->
     assert s.accepted > 0 and s.rejected > 0 and s.invalid > 0
     assert s.crashes > 0 and s.second_writer > 0 and s.time_jumps > 0
     assert s.store_errors > s.unknown_outcomes > 0
+    assert s.refused_calls > s.outages > 0
     assert s.replay_checks >= SEEDS * (STEPS // spec.replay_every)
     assert report.probed_calls > 0
     if example.tracked:
