@@ -332,8 +332,6 @@ class GroupCommit:
             return True
         if original is None:
             return False
-        if original.version > self.streams.version(s.stream):
-            self.streams.forget(s.stream)  # another writer appended it: the cache is behind
         s.record, s.error, s.duplicate = original, None, True
         self.stats.duplicates_by_key += 1
         return True

@@ -224,7 +224,7 @@ class Streams(Generic[S, I, A, R, U]):
             for stream in missing:
                 if stream in existing or stream in self._cache:
                     continue
-                self._cache[stream] = fold_stored(self.machine, self.codec, stream, (), None)
+                self._cache[stream] = initial(self.machine, stream)
                 added += 1
                 if len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)

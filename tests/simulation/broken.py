@@ -149,6 +149,18 @@ LOST_ON_RESTART = Simulation(
 )
 
 
+def shop_with_engine(engine: type[Engine[Any, Any, Any, Any, Any]]) -> Simulation[Any]:
+    """The coffee shop's own simulation, run on ``engine`` (an engine with a bug)."""
+    return Simulation(
+        machine=CoffeeShop,
+        inputs=inputs,
+        world=RewardsWorld,
+        invariants=COFFEE.invariants,
+        streams=COFFEE.streams,
+        engine=engine,
+    )
+
+
 # 6. An engine that forgets commits of unknown outcome.
 
 
@@ -159,14 +171,7 @@ class DoubtlessEngine(Engine[Any, Any, Any, Any, Any]):
         return None
 
 
-FORGETS_UNKNOWN_OUTCOMES = Simulation(
-    machine=CoffeeShop,
-    inputs=inputs,
-    world=RewardsWorld,
-    invariants=COFFEE.invariants,
-    streams=COFFEE.streams,
-    engine=DoubtlessEngine,
-)
+FORGETS_UNKNOWN_OUTCOMES = shop_with_engine(DoubtlessEngine)
 
 
 # 7. An engine that retries a commit of unknown outcome as if nothing had been stored.
@@ -181,14 +186,7 @@ class BlindRetryEngine(Engine[Any, Any, Any, Any, Any]):
             return await super().submit(stream, value, **meta)
 
 
-RETRIES_BLINDLY = Simulation(
-    machine=CoffeeShop,
-    inputs=inputs,
-    world=RewardsWorld,
-    invariants=COFFEE.invariants,
-    streams=COFFEE.streams,
-    engine=BlindRetryEngine,
-)
+RETRIES_BLINDLY = shop_with_engine(BlindRetryEngine)
 
 
 # 8. An engine that stops rereading streams in doubt when the store does not answer.
@@ -209,11 +207,4 @@ class ImpatientEngine(Engine[Any, Any, Any, Any, Any]):
                 return
 
 
-GIVES_UP_ON_DOUBTS = Simulation(
-    machine=CoffeeShop,
-    inputs=inputs,
-    world=RewardsWorld,
-    invariants=COFFEE.invariants,
-    streams=COFFEE.streams,
-    engine=ImpatientEngine,
-)
+GIVES_UP_ON_DOUBTS = shop_with_engine(ImpatientEngine)
