@@ -159,21 +159,32 @@ class LogFollower:
         loop = asyncio.get_running_loop()
         saved = await loop.run_in_executor(self._executor, self._load_position)
         self.position = saved
-        while True:
-            self._wakeup.clear()
-            page = await loop.run_in_executor(self._executor, self._read_page, self.position)
-            if not page:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
-                continue
-            for record in page:
-                for action in record.actions:
-                    if isinstance(action, Untracked) and isinstance(
-                        action.action, self.action_type
-                    ):
-                        await self._deliver(action.action, record)
-                self.position = record.position
-            await loop.run_in_executor(self._executor, self._save_position, self.position)
+        try:
+            while True:
+                self._wakeup.clear()
+                page = await loop.run_in_executor(self._executor, self._read_page, self.position)
+                if not page:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+                    continue
+                for record in page:
+                    for action in record.actions:
+                        if isinstance(action, Untracked) and isinstance(
+                            action.action, self.action_type
+                        ):
+                            await self._deliver(action.action, record)
+                    self.position = record.position
+                await loop.run_in_executor(self._executor, self._save_position, self.position)
+                saved = self.position
+        except asyncio.CancelledError:
+            # Stopped part-way through a page: keep what was delivered, so the
+            # next start does not deliver it again (a crash still may).
+            if self.position > saved:
+                try:
+                    self._save_position(self.position)
+                except Exception:
+                    log.exception("subscriber %r: saving its position at stop failed", self.name)
+            raise
 
     async def _deliver(self, action: Any, record: Record[Any, Any, Any, Any]) -> None:
         failures = 0
