@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from engine_support import run, until
 from machines import Increment, Incremented, Tally
 
-from fasm_es import Engine, RetryPolicy
+from fasm_es import Engine, MemoryCheckpoints, RetryPolicy
 
 FAST = RetryPolicy(base_delay=0.001, max_delay=0.002)
 
@@ -90,3 +91,44 @@ def test_at_least_once_needs_a_unique_name(tmp_path: Path) -> None:
         engine.subscribe(Incremented, print, at_least_once=True, name="one")
     with pytest.raises(ValueError, match="without '/'"):
         engine.subscribe(Incremented, print, at_least_once=True, name="a/b")
+
+
+class SlowSaves(MemoryCheckpoints):
+    """Subscriber positions saved from a worker thread wait until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+        self.release = threading.Event()
+
+    def save(self, key: str, position: int, body: bytes) -> None:
+        if "subscriber/" in key and threading.current_thread() is not threading.main_thread():
+            self.waiting.set()
+            self.release.wait(30)
+        super().save(key, position, body)
+
+
+def test_a_stop_keeps_the_position_of_what_was_delivered(tmp_path: Path) -> None:
+    """The page's position is saved at stop even when its save in the background is still queued."""
+    got: list[int] = []
+    checkpoints = SlowSaves()
+
+    def mailer(action: Incremented, record: Any) -> None:
+        got.append(action.current)
+
+    async def scenario() -> None:
+        async with Engine(Tally(), url(tmp_path), checkpoints=checkpoints) as engine:
+            engine.subscribe(Incremented, mailer, at_least_once=True, name="mailer")
+            await engine.submit("t", Increment(by=1))
+            await until(checkpoints.waiting.is_set, "the position's save is under way")
+        async with Engine(Tally(), url(tmp_path), checkpoints=checkpoints) as engine:
+            engine.subscribe(Incremented, mailer, at_least_once=True, name="mailer")
+            await engine.submit("t", Increment(by=2))
+            await until(lambda: len(got) >= 2, "the new record is delivered")
+            await asyncio.sleep(0.05)
+            assert got == [1, 3]
+
+    try:
+        run(scenario())
+    finally:
+        checkpoints.release.set()
